@@ -1,0 +1,65 @@
+//! The `nines` binary: command-line parsing and wiring only. Each subcommand
+//! lives in its own `cmd_*` module; the work is done by the library crates.
+
+mod cmd_bench;
+mod cmd_chaos;
+mod cmd_gateway;
+mod cmd_kv;
+mod cmd_playground;
+mod cmd_server;
+mod cmd_status;
+
+use clap::{Parser, Subcommand};
+
+/// nines: keeps services answering while machines fail.
+#[derive(Parser, Debug)]
+#[command(name = "nines", version, about)]
+struct Cli {
+    /// Comma-separated client endpoints (host:port) of the cluster.
+    #[arg(
+        long,
+        global = true,
+        env = "NINES_ENDPOINTS",
+        default_value = "127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    endpoints: Vec<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one cluster member.
+    Server(Box<cmd_server::ServerArgs>),
+    /// Run a local cluster on loopback in one command.
+    Playground(cmd_playground::PlaygroundArgs),
+    /// Key-value operations.
+    Kv(cmd_kv::KvArgs),
+    /// Members, leader, term, revision and health of each endpoint.
+    Status(cmd_status::StatusArgs),
+    /// Run the load-balancing gateway.
+    Gateway(cmd_gateway::GatewayArgs),
+    /// Run a small HTTP backend for demos and tests.
+    DemoBackend(cmd_gateway::DemoBackendArgs),
+    /// Bounded fault-injection run with a verdict.
+    Chaos(Box<cmd_chaos::ChaosArgs>),
+    /// Load generators.
+    Bench(cmd_bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let endpoints = cli.endpoints;
+    match cli.command {
+        Command::Server(args) => cmd_server::run(*args),
+        Command::Playground(args) => cmd_playground::run(args),
+        Command::Kv(args) => cmd_kv::run(args, &endpoints),
+        Command::Status(args) => cmd_status::run(args, &endpoints),
+        Command::Gateway(args) => cmd_gateway::run_gateway(args),
+        Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
+        Command::Chaos(args) => cmd_chaos::run(*args),
+        Command::Bench(args) => cmd_bench::run(args, &endpoints),
+    }
+}
