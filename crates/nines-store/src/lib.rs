@@ -1,6 +1,38 @@
 //! The MVCC key-value state machine with etcd v3 semantics.
 //! It owns keys, revisions, leases and the event history that watches replay;
 //! it must not touch the network, Raft or the clock.
+//!
+//! [`Store::apply`] is the only way to change a store: the Raft layer feeds
+//! it every committed [`Command`] in log order, and because apply is
+//! deterministic every member holds the same state at the same index. Reads
+//! ([`Store::range`], [`Store::txn_read`], [`Store::changes`]) never mutate.
+//! [`Store::write_snapshot`] and [`Store::read_snapshot`] move the whole
+//! state, history included, between members.
+#![forbid(unsafe_code)]
 
+mod error;
+mod history;
+mod invariants;
+mod read;
+mod snapshot;
+mod store;
+mod txn;
 pub mod types;
+
+pub use error::StoreError;
+pub use store::{Applied, Store};
 pub use types::*;
+
+/// Largest lease TTL a grant accepts, in seconds (etcd's `MaxLeaseTTL`).
+pub const LEASE_TTL_SECS_MAX: i64 = 9_000_000_000;
+
+/// Largest snapshot record accepted on load. A record holds one key's
+/// history (split into chunks of about [`SNAPSHOT_CHUNK_BYTES`]), so only a
+/// single value larger than this could exceed it.
+pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Value bytes after which a key's history continues in a new snapshot record.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES < SNAPSHOT_RECORD_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_RECORD_BYTES_MAX <= u32::MAX as usize);

@@ -1,0 +1,348 @@
+//! The snapshot format: the whole store, history included, as a stream.
+//!
+//! Layout: the magic `NINESNAP`, the format version (u32 LE), then framed
+//! records `[payload length u32 LE][crc32 of payload u32 LE][payload]`,
+//! each payload one bincode [`Record`]: `Meta` first, then every `Lease` by
+//! id, then the key histories in key order (a long history spans several
+//! consecutive `Key` records), and last `End` with the counts and a crc32
+//! over every byte before it. A flipped byte fails a record crc or the final
+//! checksum; a cut stream misses `End`. A loaded store must also pass the
+//! invariant checks before it is returned. Writing streams record by record
+//! and never holds the snapshot in memory; reading reads exactly the
+//! snapshot's bytes (pass a buffered reader for speed).
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::StoreError;
+use crate::history::{Entry, KeyHistory};
+use crate::store::{LeaseState, Store};
+use crate::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_RECORD_BYTES_MAX};
+
+/// First bytes of every snapshot.
+const MAGIC: &[u8; 8] = b"NINESNAP";
+/// Format version this code writes and reads.
+const FORMAT_VERSION: u32 = 1;
+
+/// One framed record of a snapshot.
+#[derive(Serialize, Deserialize)]
+enum Record<'a> {
+    /// The store's revisions; always the first record.
+    Meta {
+        revision: i64,
+        compact_revision: i64,
+    },
+    /// One lease (its keys are rebuilt from the key histories).
+    Lease { id: i64, ttl_secs: i64 },
+    /// A key and a run of its history; consecutive records with the same
+    /// key continue it.
+    Key {
+        key: Cow<'a, [u8]>,
+        entries: Cow<'a, [Entry]>,
+    },
+    /// The last record: counts and the crc32 of every byte before it.
+    End {
+        leases: u64,
+        keys: u64,
+        entries: u64,
+        records: u64,
+        checksum: u32,
+    },
+}
+
+fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::SnapshotCorrupt {
+        reason: reason.into(),
+    }
+}
+
+struct Writer<W: Write> {
+    out: W,
+    hasher: crc32fast::Hasher,
+    records: u64,
+    buf: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.hasher.update(bytes);
+        self.out.write_all(bytes)
+    }
+
+    fn record(&mut self, record: &Record<'_>) -> Result<(), StoreError> {
+        self.buf.clear();
+        bincode::serialize_into(&mut self.buf, record)
+            .map_err(|e| io::Error::other(format!("encoding a snapshot record: {e}")))?;
+        let len = u32::try_from(self.buf.len())
+            .ok()
+            .filter(|&l| l as usize <= SNAPSHOT_RECORD_BYTES_MAX)
+            .ok_or_else(|| io::Error::other("a snapshot record exceeds the size limit"))?;
+        let crc = crc32fast::hash(&self.buf);
+        let mut header = [0u8; 8];
+        header[..4].copy_from_slice(&len.to_le_bytes());
+        header[4..].copy_from_slice(&crc.to_le_bytes());
+        self.hasher.update(&header);
+        self.hasher.update(&self.buf);
+        self.out.write_all(&header)?;
+        self.out.write_all(&self.buf)?;
+        self.records += 1;
+        Ok(())
+    }
+}
+
+struct Reader<'r, R: Read> {
+    input: &'r mut R,
+    hasher: crc32fast::Hasher,
+    records: u64,
+    buf: Vec<u8>,
+}
+
+impl<R: Read> Reader<'_, R> {
+    fn exact(&mut self, out: &mut [u8], what: &str) -> Result<(), StoreError> {
+        self.input.read_exact(out).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => corrupt(format!("truncated in {what}")),
+            _ => StoreError::Io(e),
+        })
+    }
+
+    /// Reads one record; `hash` says whether its bytes count toward the final checksum.
+    fn record(&mut self) -> Result<(Record<'static>, u32), StoreError> {
+        let mut header = [0u8; 8];
+        self.exact(&mut header, "a record header")?;
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > SNAPSHOT_RECORD_BYTES_MAX {
+            return Err(corrupt(format!(
+                "record {} claims {len} bytes, above the limit",
+                self.records
+            )));
+        }
+        self.buf.clear();
+        // Read through `take` so a corrupt length cannot make us allocate
+        // more than the stream actually holds.
+        (&mut *self.input)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)?;
+        if self.buf.len() != len {
+            return Err(corrupt(format!("truncated in record {}", self.records)));
+        }
+        if crc32fast::hash(&self.buf) != crc {
+            return Err(corrupt(format!("record {} fails its crc", self.records)));
+        }
+        let before = self.hasher.clone().finalize();
+        self.hasher.update(&header);
+        self.hasher.update(&self.buf);
+        let record: Record<'static> = bincode::deserialize(&self.buf)
+            .map_err(|e| corrupt(format!("record {} does not decode: {e}", self.records)))?;
+        self.records += 1;
+        Ok((record, before))
+    }
+}
+
+impl Store {
+    /// Writes the whole state (history, leases, revisions) to `w`.
+    pub fn write_snapshot<W: Write>(&self, w: &mut W) -> Result<(), StoreError> {
+        debug_assert_eq!(self.verify(), Ok(()));
+        let mut out = Writer {
+            out: BufWriter::new(w),
+            hasher: crc32fast::Hasher::new(),
+            records: 0,
+            buf: Vec::new(),
+        };
+        out.raw(MAGIC)?;
+        out.raw(&FORMAT_VERSION.to_le_bytes())?;
+        out.record(&Record::Meta {
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+        })?;
+        for (&id, lease) in &self.leases {
+            out.record(&Record::Lease {
+                id,
+                ttl_secs: lease.ttl_secs,
+            })?;
+        }
+        let mut entries = 0u64;
+        for (key, hist) in &self.keys {
+            for chunk in chunks(&hist.entries) {
+                out.record(&Record::Key {
+                    key: Cow::Borrowed(key),
+                    entries: Cow::Borrowed(chunk),
+                })?;
+            }
+            entries += hist.entries.len() as u64;
+        }
+        let end = Record::End {
+            leases: self.leases.len() as u64,
+            keys: self.keys.len() as u64,
+            entries,
+            records: out.records,
+            checksum: out.hasher.clone().finalize(),
+        };
+        out.record(&end)?;
+        out.out.flush()?;
+        Ok(())
+    }
+
+    /// Reads a snapshot written by [`Store::write_snapshot`], verifying the
+    /// magic, the format version, every record's crc, the counts, the final
+    /// checksum and the store invariants.
+    pub fn read_snapshot<R: Read>(r: &mut R) -> Result<Store, StoreError> {
+        let mut input = Reader {
+            input: r,
+            hasher: crc32fast::Hasher::new(),
+            records: 0,
+            buf: Vec::new(),
+        };
+        let mut head = [0u8; 12];
+        input.exact(&mut head, "the header")?;
+        if &head[..8] != MAGIC {
+            return Err(corrupt("bad magic: not a nines snapshot"));
+        }
+        let version = u32::from_le_bytes(head[8..].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(corrupt(format!("unsupported format version {version}")));
+        }
+        input.hasher.update(&head);
+        let Record::Meta {
+            revision,
+            compact_revision,
+        } = input.record()?.0
+        else {
+            return Err(corrupt("first record is not the metadata"));
+        };
+        let mut store = Store::new();
+        store.revision = revision;
+        store.compact_revision = compact_revision;
+        let mut entries = 0u64;
+        loop {
+            let (record, checksum_before) = input.record()?;
+            match record {
+                Record::Meta { .. } => return Err(corrupt("a second metadata record")),
+                Record::Lease { id, ttl_secs } => {
+                    if !store.keys.is_empty() || store.leases.keys().next_back() >= Some(&id) {
+                        return Err(corrupt(format!("lease {id} out of order")));
+                    }
+                    store.leases.insert(
+                        id,
+                        LeaseState {
+                            ttl_secs,
+                            keys: BTreeSet::new(),
+                        },
+                    );
+                }
+                Record::Key { key, entries: run } => {
+                    entries += run.len() as u64;
+                    add_key_run(&mut store.keys, &key, run.into_owned())?;
+                }
+                Record::End {
+                    leases,
+                    keys,
+                    entries: entry_count,
+                    records,
+                    checksum,
+                } => {
+                    let counted = (
+                        store.leases.len() as u64,
+                        store.keys.len() as u64,
+                        entries,
+                        input.records - 1,
+                    );
+                    if counted != (leases, keys, entry_count, records) {
+                        return Err(corrupt(format!(
+                            "counts {counted:?} differ from the recorded {:?}",
+                            (leases, keys, entry_count, records)
+                        )));
+                    }
+                    if checksum != checksum_before {
+                        return Err(corrupt("final checksum mismatch"));
+                    }
+                    break;
+                }
+            }
+        }
+        store.rebuild_indexes();
+        store.verify().map_err(corrupt)?;
+        Ok(store)
+    }
+
+    /// Recomputes the live count, the byte count, the lease key sets and the
+    /// revision log from the key histories.
+    fn rebuild_indexes(&mut self) {
+        let first = self.compact_revision.max(2);
+        let span = (self.revision - first + 1).max(0) as usize;
+        let mut log: Vec<Vec<(u32, Arc<[u8]>)>> = vec![Vec::new(); span];
+        for hist in self.keys.values() {
+            for e in &hist.entries {
+                self.size_bytes += (hist.key.len() + e.value_len()) as u64;
+                if e.mod_revision >= first && e.mod_revision <= self.revision {
+                    log[(e.mod_revision - first) as usize].push((e.sub, hist.key.clone()));
+                }
+            }
+            if let Some((_, live)) = hist.latest() {
+                self.live_keys += 1;
+                if let Some(lease) = self.leases.get_mut(&live.lease) {
+                    lease.keys.insert(hist.key.clone());
+                }
+            }
+        }
+        self.log = log
+            .into_iter()
+            .map(|mut record| {
+                record.sort_unstable_by_key(|(sub, _)| *sub);
+                record.into_iter().map(|(_, k)| k).collect()
+            })
+            .collect::<VecDeque<_>>();
+    }
+}
+
+/// Appends a run of a key's history read from a snapshot, checking order.
+fn add_key_run(
+    keys: &mut BTreeMap<Arc<[u8]>, KeyHistory>,
+    key: &[u8],
+    run: Vec<Entry>,
+) -> Result<(), StoreError> {
+    if run.is_empty() {
+        return Err(corrupt(format!("key {key:?} has an empty record")));
+    }
+    if let Some((last_key, hist)) = keys.iter_mut().next_back() {
+        if &last_key[..] == key {
+            hist.entries.extend(run);
+            return Ok(());
+        }
+        if &last_key[..] > key {
+            return Err(corrupt(format!("key {key:?} out of order")));
+        }
+    }
+    let arc: Arc<[u8]> = Arc::from(key);
+    keys.insert(
+        arc.clone(),
+        KeyHistory {
+            key: arc,
+            entries: run,
+        },
+    );
+    Ok(())
+}
+
+/// Splits a history into runs of about [`SNAPSHOT_CHUNK_BYTES`] of values.
+fn chunks(entries: &[Entry]) -> impl Iterator<Item = &[Entry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || bytes < SNAPSHOT_CHUNK_BYTES) {
+            bytes += rest[n].value_len();
+            n += 1;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
