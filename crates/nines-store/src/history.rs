@@ -194,9 +194,15 @@ mod tests {
     fn compact_drops_tombstone_before_revision_but_keeps_one_at_it() {
         let mut h = history(vec![put(2, 1, 2), tomb(4), put(6, 1, 6)]);
         h.compact(4);
-        assert_eq!(h.entries.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), vec![4, 6]);
+        assert_eq!(
+            h.entries.iter().map(|e| e.mod_revision).collect::<Vec<_>>(),
+            vec![4, 6]
+        );
         h.compact(5);
-        assert_eq!(h.entries.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), vec![6]);
+        assert_eq!(
+            h.entries.iter().map(|e| e.mod_revision).collect::<Vec<_>>(),
+            vec![6]
+        );
     }
 
     #[test]

@@ -6,6 +6,18 @@ use std::collections::BTreeMap;
 
 use crate::store::Store;
 
+/// What the key histories add up to, checked against the store's counters.
+struct KeyTally<'a> {
+    /// Keys live at the current revision.
+    live: usize,
+    /// Key and value bytes over all kept entries.
+    size: u64,
+    /// Entries the revision log must list.
+    logged: usize,
+    /// Leased live keys and their lease.
+    attached: BTreeMap<&'a [u8], i64>,
+}
+
 impl Store {
     /// Panics if an invariant is broken. Costs time proportional to the
     /// whole state: for tests and debugging, not the apply path.
@@ -36,18 +48,31 @@ impl Store {
                 self.log.len()
             ));
         }
-        let (live, size, logged_entries, attached) = self.verify_keys()?;
+        let KeyTally {
+            live,
+            size,
+            logged: logged_entries,
+            attached,
+        } = self.verify_keys()?;
         if live != self.live_keys {
-            return Err(format!("{live} live keys counted, {} recorded", self.live_keys));
+            return Err(format!(
+                "{live} live keys counted, {} recorded",
+                self.live_keys
+            ));
         }
         if size != self.size_bytes {
-            return Err(format!("{size} bytes counted, {} recorded", self.size_bytes));
+            return Err(format!(
+                "{size} bytes counted, {} recorded",
+                self.size_bytes
+            ));
         }
         self.verify_log(logged_entries)?;
         for (id, lease) in &self.leases {
             for key in &lease.keys {
                 if attached.get(&key[..]) != Some(id) {
-                    return Err(format!("lease {id} lists key {key:?} that is not attached to it"));
+                    return Err(format!(
+                        "lease {id} lists key {key:?} that is not attached to it"
+                    ));
                 }
             }
         }
@@ -63,14 +88,16 @@ impl Store {
 
     /// Checks each key's history; returns the live key count, the byte
     /// count, the number of entries the log must list, and the leased keys.
-    fn verify_keys(&self) -> Result<(usize, u64, usize, BTreeMap<&[u8], i64>), String> {
+    fn verify_keys(&self) -> Result<KeyTally<'_>, String> {
         let mut live = 0;
         let mut size = 0u64;
         let mut logged = 0;
         let mut attached = BTreeMap::new();
         for (key, hist) in &self.keys {
             if key.is_empty() || hist.key != *key {
-                return Err(format!("key {key:?} is empty or its history names another key"));
+                return Err(format!(
+                    "key {key:?} is empty or its history names another key"
+                ));
             }
             if hist.entries.is_empty() {
                 return Err(format!("key {key:?} has an empty history"));
@@ -78,11 +105,16 @@ impl Store {
             let mut prev: Option<&crate::history::Entry> = None;
             for e in &hist.entries {
                 if e.mod_revision < 2 || e.mod_revision > self.revision {
-                    return Err(format!("key {key:?} has a write at revision {}", e.mod_revision));
+                    return Err(format!(
+                        "key {key:?} has a write at revision {}",
+                        e.mod_revision
+                    ));
                 }
                 if let Some(p) = prev {
                     if p.mod_revision >= e.mod_revision {
-                        return Err(format!("key {key:?} has two writes at or out of revision order"));
+                        return Err(format!(
+                            "key {key:?} has two writes at or out of revision order"
+                        ));
                     }
                 }
                 if let Some(l) = &e.live {
@@ -123,19 +155,29 @@ impl Store {
                 .filter(|e| e.mod_revision <= self.compact_revision)
                 .count();
             if self.compact_revision > 0 && below > 1 {
-                return Err(format!("key {key:?} keeps {below} writes at or before the compaction"));
+                return Err(format!(
+                    "key {key:?} keeps {below} writes at or before the compaction"
+                ));
             }
             if let Some((_, l)) = hist.latest() {
                 live += 1;
                 if l.lease != 0 {
                     if !self.leases.contains_key(&l.lease) {
-                        return Err(format!("live key {key:?} carries missing lease {}", l.lease));
+                        return Err(format!(
+                            "live key {key:?} carries missing lease {}",
+                            l.lease
+                        ));
                     }
                     attached.insert(&key[..], l.lease);
                 }
             }
         }
-        Ok((live, size, logged, attached))
+        Ok(KeyTally {
+            live,
+            size,
+            logged,
+            attached,
+        })
     }
 
     /// Checks that the log lists exactly the kept writes of its revisions.
@@ -153,7 +195,9 @@ impl Store {
                     .get(&key[..])
                     .and_then(|h| h.entry_with_prev(revision, sub as u32));
                 if found.is_none() {
-                    return Err(format!("log lists {key:?} at {revision}.{sub} but it is not kept"));
+                    return Err(format!(
+                        "log lists {key:?} at {revision}.{sub} but it is not kept"
+                    ));
                 }
                 listed += 1;
             }

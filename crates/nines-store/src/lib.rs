@@ -36,3 +36,6 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < SNAPSHOT_RECORD_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_RECORD_BYTES_MAX <= u32::MAX as usize);
+
+#[cfg(test)]
+mod tests;

@@ -9,8 +9,8 @@ use crate::error::StoreError;
 use crate::history::{key_value, Live};
 use crate::store::Store;
 use crate::types::{
-    Compare, CompareResult, CompareTarget, Event, EventKind, KeyValue, RangeRequest,
-    RangeResponse, SortOrder, SortTarget,
+    Compare, CompareResult, CompareTarget, Event, EventKind, KeyValue, RangeRequest, RangeResponse,
+    SortOrder, SortTarget,
 };
 
 /// The keys a `(key, range_end)` pair names.

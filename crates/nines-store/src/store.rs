@@ -196,7 +196,11 @@ impl Store {
         if batch.keys.is_empty() {
             return Vec::new();
         }
-        assert_eq!(batch.revision, self.revision + 1, "revisions are applied in order");
+        assert_eq!(
+            batch.revision,
+            self.revision + 1,
+            "revisions are applied in order"
+        );
         self.revision = batch.revision;
         self.log.push_back(batch.keys);
         batch.events
@@ -306,7 +310,11 @@ impl Store {
             (true, Some(p)) => p.value.clone(),
             _ => req.value.clone(),
         };
-        let lease = if req.ignore_lease { old_lease } else { req.lease };
+        let lease = if req.ignore_lease {
+            old_lease
+        } else {
+            req.lease
+        };
         let live = Live {
             value,
             lease,
