@@ -1,1 +1,160 @@
-//! nines-server.
+//! A nines member as clients see it: etcd's v3 gRPC services over the Raft
+//! node, the HTTP API, and [`run`], which wires them to their listeners. The
+//! protobuf definitions live in `proto/` and are compiled at build time.
+
+pub mod convert;
+pub mod errors;
+pub mod http;
+pub mod kv;
+pub mod maintenance;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use nines_raft::{NodeConfig, RaftNode, StartError};
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Generated etcd API types and services.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod pb {
+    /// etcd's key-value and event messages.
+    pub mod mvccpb {
+        tonic::include_proto!("mvccpb");
+    }
+    /// etcd's v3 services.
+    pub mod etcdserverpb {
+        tonic::include_proto!("etcdserverpb");
+    }
+}
+
+/// etcd's default request size limit (`--max-request-bytes`): 1.5 MiB.
+pub const REQUEST_BYTES_MAX_DEFAULT: usize = 1536 * 1024;
+/// etcd's default operations per transaction (`--max-txn-ops`).
+pub const TXN_OPS_MAX_DEFAULT: usize = 128;
+/// Room for the gRPC envelope above the request limit, so an oversize
+/// request is decoded and refused with etcd's error rather than cut off.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Request limits, as etcd's flags set them.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest request accepted, in bytes.
+    pub request_bytes_max: usize,
+    /// Most operations in one transaction branch.
+    pub txn_ops_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_bytes_max: REQUEST_BYTES_MAX_DEFAULT,
+            txn_ops_max: TXN_OPS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Everything a member process needs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The Raft side.
+    pub node: NodeConfig,
+    /// Where the gRPC API listens.
+    pub listen_client: SocketAddr,
+    /// Where the HTTP API listens.
+    pub http_addr: SocketAddr,
+    /// Request limits.
+    pub limits: Limits,
+    /// Whether `/v1/debug/faults` is served.
+    pub fault_injection: bool,
+}
+
+/// Why a member stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// It could not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Listen {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Raft stopped on a fatal error (for example a failed fsync); the member
+    /// must not go on serving.
+    #[error("raft stopped on a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// A response header for `node` at `revision`.
+pub fn header(node: &RaftNode, revision: i64) -> pb::etcdserverpb::ResponseHeader {
+    pb::etcdserverpb::ResponseHeader {
+        cluster_id: node.cluster_id(),
+        member_id: node.id(),
+        revision,
+        raft_term: node.status().term,
+    }
+}
+
+/// Runs a member until `shutdown` resolves or Raft fails.
+pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    use pb::etcdserverpb::cluster_server::ClusterServer;
+    use pb::etcdserverpb::kv_server::KvServer;
+    use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+
+    let client_listener = tokio::net::TcpListener::bind(cfg.listen_client)
+        .await
+        .map_err(|source| ServerError::Listen {
+            what: "client",
+            addr: cfg.listen_client,
+            source,
+        })?;
+    let http_listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .map_err(|source| ServerError::Listen {
+            what: "http",
+            addr: cfg.http_addr,
+            source,
+        })?;
+    let node = RaftNode::start(cfg.node.clone()).await?;
+    let decode_max = cfg.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let kv = KvServer::new(kv::KvService::new(node.clone(), cfg.limits))
+        .max_decoding_message_size(decode_max)
+        .max_encoding_message_size(usize::MAX);
+    let maint = maintenance::MaintenanceService::new(node.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(kv)
+        .add_service(MaintenanceServer::new(maint.clone()))
+        .add_service(ClusterServer::new(maint))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
+    let grpc_task = tokio::spawn(grpc);
+    let mut http_stop = stop_rx;
+    let http_app = http::router(node.clone(), cfg.fault_injection);
+    let http_task = tokio::spawn(async move {
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(name = %cfg.node.name, id = %format!("{:x}", node.id()), client = %cfg.listen_client, http = %cfg.http_addr, "member serving");
+
+    let result = tokio::select! {
+        () = shutdown => Ok(()),
+        reason = node.fatal() => Err(ServerError::Fatal(reason)),
+    };
+    let _ = stop_tx.send(true);
+    node.shutdown().await;
+    let _ = grpc_task.await;
+    let _ = http_task.await;
+    result
+}

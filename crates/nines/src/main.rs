@@ -49,6 +49,37 @@ enum Command {
     Bench(cmd_bench::BenchArgs),
 }
 
+/// Logs to stderr; `NINES_LOG` (e.g. `debug`, `nines_raft=debug`) sets the filter.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NINES_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Connects an etcd v3 client to `endpoints` (host:port or URLs).
+pub(crate) async fn connect(endpoints: &[String]) -> anyhow::Result<etcd_client::Client> {
+    cmd_kv::connect_client(endpoints).await
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let endpoints = cli.endpoints;

@@ -1,0 +1,668 @@
+//! The Raft log: a write-ahead log of checksummed records in segment files,
+//! the vote, and the committed index. It owns everything under
+//! `DATA_DIR/raft/` and nothing else.
+//!
+//! Appends are acknowledged to openraft only after `fdatasync`. A dedicated
+//! writer thread takes every queued operation, writes them in order, and
+//! syncs once for the whole group, so many concurrent appends share one
+//! fsync. Reads are served from an in-memory copy of the unpurged log.
+//!
+//! Record format: `len: u32 LE | crc32(payload): u32 LE | payload` where the
+//! payload is a bincode [`Entry`]. On open, a record cut short at the end of
+//! the last segment is a torn write from a crash and is trimmed; any other
+//! bad record is corruption, and the member refuses to start.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, RaftLogId};
+
+use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+
+/// A segment is closed and a new one started past this size.
+const SEGMENT_BYTES_MAX: u64 = 64 * 1024 * 1024;
+/// Operations the writer thread takes in one group before syncing.
+const GROUP_OPS_MAX: usize = 4096;
+/// Bound of the queue to the writer thread.
+const QUEUE_OPS_MAX: usize = 16 * 1024;
+/// A record larger than this is corruption, not data (requests are far smaller).
+const RECORD_BYTES_MAX: u32 = 256 * 1024 * 1024;
+/// How often the lazy (unsafe) mode writes its buffer.
+const LAZY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    /// A file could not be read or written.
+    #[error("raft log i/o on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// A record failed its checksum or the log has a gap.
+    #[error("raft log is corrupt: {path} at byte {offset}: {reason}; the member refuses to start. Restore this member from a healthy peer (remove it and add it back with an empty data dir) or from a backup")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the bad record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Switches that tests and chaos runs use to plant faults; all off by default.
+#[derive(Debug, Default)]
+pub struct LogFaults {
+    /// Fail the next fsync (the member must then stop).
+    pub fail_next_fsync: AtomicBool,
+    /// Acknowledge appends before they are durable (a planted bug for chaos runs).
+    pub lazy_fsync: AtomicBool,
+}
+
+/// The log as openraft sees it; cheap to clone (clones share one log).
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    mem: Mutex<MemLog>,
+    tx: SyncSender<WalOp>,
+}
+
+struct MemLog {
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+}
+
+enum WalOp {
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    Truncate(u64),
+    Purge(LogId),
+    Vote(Vote, tokio::sync::oneshot::Sender<io::Result<()>>),
+    Committed(Option<LogId>),
+}
+
+impl LogStore {
+    /// Opens (or creates) the log under `dir`, verifying every record.
+    pub fn open(dir: &Path, faults: Arc<LogFaults>) -> Result<LogStore, LogOpenError> {
+        let wal_dir = dir.join("wal");
+        fs::create_dir_all(&wal_dir).map_err(|source| LogOpenError::Io {
+            path: wal_dir.clone(),
+            source,
+        })?;
+        let vote = read_checked::<Vote>(&dir.join("vote"))?;
+        let last_purged = read_checked::<LogId>(&wal_dir.join("purged"))?;
+        // The committed index is a hint; an unreadable one is simply absent.
+        let committed = read_checked::<Option<LogId>>(&dir.join("committed"))
+            .ok()
+            .flatten()
+            .flatten();
+        let (wal, entries) = Wal::open(dir, &wal_dir, last_purged, faults)?;
+        let last_index = entries.keys().next_back().copied();
+        // A committed hint past the end of the durable log (possible after a
+        // power loss) is clamped: openraft must never apply what it lacks.
+        let committed = match (committed, last_index) {
+            (Some(c), Some(last)) if c.index <= last => Some(c),
+            _ => None,
+        };
+        let (tx, rx) = mpsc::sync_channel(QUEUE_OPS_MAX);
+        std::thread::Builder::new()
+            .name("nines-wal".into())
+            .spawn(move || wal.run(rx))
+            .map_err(|source| LogOpenError::Io {
+                path: wal_dir.clone(),
+                source,
+            })?;
+        Ok(LogStore {
+            shared: Arc::new(Shared {
+                mem: Mutex::new(MemLog {
+                    entries,
+                    last_purged,
+                    vote,
+                    committed,
+                }),
+                tx,
+            }),
+        })
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, MemLog> {
+        self.shared.mem.lock().expect("log mutex poisoned")
+    }
+
+    fn send(&self, op: WalOp) -> Result<(), StorageError> {
+        self.shared
+            .tx
+            .send(op)
+            .map_err(|_| io_err(ErrorVerb::Write, io::Error::other("log writer stopped")))
+    }
+
+    /// Index of the last entry in the log (0 when empty).
+    pub fn last_index(&self) -> u64 {
+        let mem = self.mem();
+        mem.entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(mem.last_purged.map(|l| l.index))
+            .unwrap_or(0)
+    }
+}
+
+fn io_err(verb: ErrorVerb, e: io::Error) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Logs, verb, e)
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let mem = self.mem();
+        Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let mem = self.mem();
+        let last = mem
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(mem.last_purged);
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(WalOp::Vote(*vote, tx))?;
+        let res = rx
+            .await
+            .unwrap_or_else(|_| Err(io::Error::other("log writer stopped")));
+        res.map_err(|e| StorageError::from_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.mem().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.mem().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.mem().committed = committed;
+        self.send(WalOp::Committed(committed))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.mem().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        {
+            let mut mem = self.mem();
+            for e in &entries {
+                mem.entries.insert(e.log_id.index, e.clone());
+            }
+        }
+        self.send(WalOp::Append(entries, callback))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut mem = self.mem();
+            let _dropped = mem.entries.split_off(&log_id.index);
+        }
+        self.send(WalOp::Truncate(log_id.index))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        {
+            let mut mem = self.mem();
+            let kept = mem.entries.split_off(&(log_id.index + 1));
+            mem.entries = kept;
+            mem.last_purged = Some(log_id);
+        }
+        self.send(WalOp::Purge(log_id))
+    }
+}
+
+/// Reads a small `crc32 | bincode` file; `None` when it does not exist.
+fn read_checked<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LogOpenError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(LogOpenError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    let corrupt = |reason: &str| LogOpenError::Corrupt {
+        path: path.to_path_buf(),
+        offset: 0,
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 4 {
+        return Err(corrupt("file shorter than its checksum"));
+    }
+    let crc = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&bytes[4..]) != crc {
+        return Err(corrupt("checksum mismatch"));
+    }
+    bincode::deserialize(&bytes[4..])
+        .map(Some)
+        .map_err(|e| corrupt(&format!("undecodable: {e}")))
+}
+
+/// Writes a small `crc32 | bincode` file atomically: temp file, fsync, rename, fsync dir.
+fn write_checked<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let payload = bincode::serialize(value).map_err(io::Error::other)?;
+    let mut bytes = Vec::with_capacity(payload.len() + 4);
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn segment_path(wal_dir: &Path, first_index: u64) -> PathBuf {
+    wal_dir.join(format!("{first_index:020}.seg"))
+}
+
+/// The writer thread's state: the segment files and where each entry sits.
+struct Wal {
+    raft_dir: PathBuf,
+    wal_dir: PathBuf,
+    /// First index of each segment, in order; the last one is being written.
+    segments: Vec<u64>,
+    current: File,
+    current_len: u64,
+    /// (segment first index, byte offset) of every unpurged entry.
+    positions: BTreeMap<u64, (u64, u64)>,
+    faults: Arc<LogFaults>,
+    /// Records written to the file but not yet synced, waiting callbacks.
+    pending: Vec<LogFlushed<TypeConfig>>,
+    /// Lazy mode only: encoded records not yet written at all.
+    lazy_buf: Vec<u8>,
+    lazy_since: Instant,
+    failed: Option<String>,
+}
+
+impl Wal {
+    fn open(
+        raft_dir: &Path,
+        wal_dir: &Path,
+        last_purged: Option<LogId>,
+        faults: Arc<LogFaults>,
+    ) -> Result<(Wal, BTreeMap<u64, Entry>), LogOpenError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LogOpenError::Io { path, source }
+        };
+        let mut segments: Vec<u64> = fs::read_dir(wal_dir)
+            .map_err(io(wal_dir))?
+            .filter_map(|d| d.ok())
+            .filter_map(|d| {
+                let name = d.file_name().into_string().ok()?;
+                name.strip_suffix(".seg")?.parse::<u64>().ok()
+            })
+            .collect();
+        segments.sort_unstable();
+        let purged_index = last_purged.map(|l| l.index);
+        let mut entries = BTreeMap::new();
+        let mut positions = BTreeMap::new();
+        let mut expected: Option<u64> = None;
+        let last_seg = segments.last().copied();
+        for &seg in &segments {
+            let path = segment_path(wal_dir, seg);
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(io(&path))?;
+            let mut off = 0usize;
+            let corrupt = |offset: usize, reason: String| LogOpenError::Corrupt {
+                path: path.clone(),
+                offset: offset as u64,
+                reason,
+            };
+            while off < bytes.len() {
+                let torn = off + 8 > bytes.len() || {
+                    let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4"));
+                    len > RECORD_BYTES_MAX || off + 8 + len as usize > bytes.len()
+                };
+                if torn {
+                    if Some(seg) != last_seg {
+                        return Err(corrupt(off, "record cut short inside a sealed segment".into()));
+                    }
+                    // A write cut short by a crash: the record was never acknowledged.
+                    tracing::warn!(file = %path.display(), offset = off, "trimming a torn record at the end of the log");
+                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    f.set_len(off as u64).map_err(io(&path))?;
+                    f.sync_all().map_err(io(&path))?;
+                    bytes.truncate(off);
+                    break;
+                }
+                let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
+                let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().expect("4"));
+                let payload = &bytes[off + 8..off + 8 + len];
+                if crc32fast::hash(payload) != crc {
+                    return Err(corrupt(off, "checksum mismatch".into()));
+                }
+                let entry: Entry = bincode::deserialize(payload)
+                    .map_err(|e| corrupt(off, format!("undecodable entry: {e}")))?;
+                let index = entry.log_id.index;
+                if let Some(exp) = expected {
+                    if index != exp {
+                        return Err(corrupt(off, format!("expected entry {exp}, found {index}")));
+                    }
+                }
+                expected = Some(index + 1);
+                if purged_index.is_none_or(|p| index > p) {
+                    positions.insert(index, (seg, off as u64));
+                    entries.insert(index, entry);
+                }
+                off += 8 + len;
+            }
+        }
+        if let (Some(p), Some(&first)) = (purged_index, entries.keys().next()) {
+            if first != p + 1 {
+                return Err(LogOpenError::Corrupt {
+                    path: wal_dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!("log starts at {first} but was purged only up to {p}"),
+                });
+            }
+        }
+        let first_index = expected.or(purged_index.map(|p| p + 1)).unwrap_or(0);
+        if segments.is_empty() {
+            segments.push(first_index);
+            File::create(segment_path(wal_dir, first_index)).map_err(io(wal_dir))?;
+            sync_dir(wal_dir).map_err(io(wal_dir))?;
+        }
+        let cur_path = segment_path(wal_dir, *segments.last().expect("one segment"));
+        let mut current = OpenOptions::new()
+            .append(true)
+            .open(&cur_path)
+            .map_err(io(&cur_path))?;
+        let current_len = current.seek(SeekFrom::End(0)).map_err(io(&cur_path))?;
+        Ok((
+            Wal {
+                raft_dir: raft_dir.to_path_buf(),
+                wal_dir: wal_dir.to_path_buf(),
+                segments,
+                current,
+                current_len,
+                positions,
+                faults,
+                pending: Vec::new(),
+                lazy_buf: Vec::new(),
+                lazy_since: Instant::now(),
+                failed: None,
+            },
+            entries,
+        ))
+    }
+
+    fn run(mut self, rx: mpsc::Receiver<WalOp>) {
+        loop {
+            let first = if self.lazy_buf.is_empty() {
+                match rx.recv() {
+                    Ok(op) => op,
+                    Err(_) => return,
+                }
+            } else {
+                match rx.recv_timeout(LAZY_FLUSH_INTERVAL) {
+                    Ok(op) => op,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.flush_lazy();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                }
+            };
+            self.handle(first);
+            for _ in 1..GROUP_OPS_MAX {
+                match rx.try_recv() {
+                    Ok(op) => self.handle(op),
+                    Err(_) => break,
+                }
+            }
+            self.sync_pending();
+            if !self.lazy_buf.is_empty() && self.lazy_since.elapsed() >= LAZY_FLUSH_INTERVAL {
+                self.flush_lazy();
+            }
+        }
+    }
+
+    fn handle(&mut self, op: WalOp) {
+        if let Some(reason) = &self.failed {
+            let err = io::Error::other(format!("log writer failed earlier: {reason}"));
+            match op {
+                WalOp::Append(_, cb) => cb.log_io_completed(Err(err)),
+                WalOp::Vote(_, tx) => {
+                    let _ = tx.send(Err(err));
+                }
+                _ => {}
+            }
+            return;
+        }
+        let res = match op {
+            WalOp::Append(entries, cb) => {
+                let r = self.append(&entries);
+                match r {
+                    Ok(()) if self.faults.lazy_fsync.load(Ordering::Relaxed) => {
+                        cb.log_io_completed(Ok(()))
+                    }
+                    Ok(()) => self.pending.push(cb),
+                    Err(e) => {
+                        let msg = e.to_string();
+                        cb.log_io_completed(Err(e));
+                        self.fail(msg);
+                    }
+                }
+                return;
+            }
+            WalOp::Truncate(index) => self.truncate(index),
+            WalOp::Purge(log_id) => self.purge(log_id),
+            WalOp::Vote(vote, tx) => {
+                let r = self
+                    .flush_lazy_checked()
+                    .and_then(|()| self.check_fsync_fault())
+                    .and_then(|()| write_checked(&self.raft_dir.join("vote"), &vote));
+                let failed = r.as_ref().err().map(|e| e.to_string());
+                let _ = tx.send(r);
+                if let Some(msg) = failed {
+                    self.fail(msg);
+                }
+                return;
+            }
+            WalOp::Committed(c) => {
+                // A hint only: no fsync, and a failure here is harmless.
+                let _ = write_checked_nosync(&self.raft_dir.join("committed"), &c);
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            self.fail(e.to_string());
+        }
+    }
+
+    fn fail(&mut self, reason: String) {
+        tracing::error!(%reason, "raft log writer failed; the member must stop");
+        for cb in self.pending.drain(..) {
+            cb.log_io_completed(Err(io::Error::other(reason.clone())));
+        }
+        self.failed = Some(reason);
+    }
+
+    fn check_fsync_fault(&self) -> io::Result<()> {
+        if self.faults.fail_next_fsync.swap(false, Ordering::SeqCst) {
+            return Err(io::Error::other("injected fsync failure"));
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if self.current_len >= SEGMENT_BYTES_MAX {
+            self.rotate(first.log_id.index)?;
+        }
+        let mut buf = Vec::with_capacity(entries.len() * 512);
+        let base = self.current_len + self.lazy_buf.len() as u64;
+        let seg = *self.segments.last().expect("one segment");
+        for e in entries {
+            let payload = bincode::serialize(e).map_err(io::Error::other)?;
+            self.positions
+                .insert(e.log_id.index, (seg, base + buf.len() as u64));
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+            buf.extend_from_slice(&payload);
+        }
+        if self.faults.lazy_fsync.load(Ordering::Relaxed) {
+            if self.lazy_buf.is_empty() {
+                self.lazy_since = Instant::now();
+            }
+            self.lazy_buf.extend_from_slice(&buf);
+            return Ok(());
+        }
+        self.current.write_all(&buf)?;
+        self.current_len += buf.len() as u64;
+        Ok(())
+    }
+
+    fn sync_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let r = self
+            .check_fsync_fault()
+            .and_then(|()| self.current.sync_data());
+        match r {
+            Ok(()) => {
+                for cb in self.pending.drain(..) {
+                    cb.log_io_completed(Ok(()));
+                }
+            }
+            Err(e) => self.fail(format!("fsync of the raft log failed: {e}")),
+        }
+    }
+
+    fn flush_lazy(&mut self) {
+        if let Err(e) = self.flush_lazy_checked() {
+            self.fail(e.to_string());
+        }
+    }
+
+    fn flush_lazy_checked(&mut self) -> io::Result<()> {
+        if self.lazy_buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.lazy_buf);
+        self.current.write_all(&buf)?;
+        self.current_len += buf.len() as u64;
+        self.current.sync_data()
+    }
+
+    fn rotate(&mut self, first_index: u64) -> io::Result<()> {
+        self.flush_lazy_checked()?;
+        self.current.sync_data()?;
+        let path = segment_path(&self.wal_dir, first_index);
+        self.current = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        self.current_len = 0;
+        self.segments.push(first_index);
+        sync_dir(&self.wal_dir)
+    }
+
+    fn truncate(&mut self, index: u64) -> io::Result<()> {
+        self.flush_lazy_checked()?;
+        let Some(&(seg, off)) = self.positions.get(&index) else {
+            return Ok(()); // Nothing at or after `index` is on disk.
+        };
+        while let Some(&last) = self.segments.last() {
+            if last <= seg {
+                break;
+            }
+            fs::remove_file(segment_path(&self.wal_dir, last))?;
+            self.segments.pop();
+        }
+        let path = segment_path(&self.wal_dir, seg);
+        let f = OpenOptions::new().write(true).open(&path)?;
+        f.set_len(off)?;
+        f.sync_all()?;
+        self.current = OpenOptions::new().append(true).open(&path)?;
+        self.current_len = off;
+        let _dropped = self.positions.split_off(&index);
+        sync_dir(&self.wal_dir)
+    }
+
+    fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        // Record the purge point first: a crash between the two steps then
+        // leaves extra entries (skipped on open), never a gap.
+        write_checked(&self.wal_dir.join("purged"), &log_id)?;
+        while self.segments.len() > 1 && self.segments[1] <= log_id.index + 1 {
+            fs::remove_file(segment_path(&self.wal_dir, self.segments[0]))?;
+            self.segments.remove(0);
+        }
+        let kept = self.positions.split_off(&(log_id.index + 1));
+        self.positions = kept;
+        Ok(())
+    }
+}
+
+fn write_checked_nosync<T: serde::Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let payload = bincode::serialize(value).map_err(io::Error::other)?;
+    let mut bytes = Vec::with_capacity(payload.len() + 4);
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    fs::write(path, bytes)
+}

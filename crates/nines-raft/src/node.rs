@@ -1,0 +1,748 @@
+//! One cluster member's Raft side: starts openraft over the log and state
+//! machine, serves the peer transport, and gives the server layer the three
+//! things it needs: `write` (batched proposals, forwarded to the leader from a
+//! follower), `read_barrier` (ReadIndex, coalesced) and `status`. It never
+//! speaks the client protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nines_store::{Command, Store};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Config, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, oneshot, watch, Semaphore};
+
+use crate::log_store::{LogOpenError, LogStore};
+use crate::network::{Faults, NetworkFactory, PeerError, PeerMethod, PeerPool};
+use crate::peer_service;
+use crate::state_machine::{AppliedEvents, SmOpenError, SmShared, StateMachine};
+use crate::types::{Batch, MemberNode, NodeId, Outcome, Raft};
+use crate::{cluster_id_of, identity, member_id};
+
+/// Commands taken into one log entry at most.
+const BATCH_COMMANDS_MAX: usize = 1024;
+/// Log entries proposed and not yet applied, at most, per member.
+const BATCHES_IN_FLIGHT_MAX: usize = 32;
+/// Queue of proposals waiting for a batch.
+const PROPOSALS_QUEUE_MAX: usize = 16 * 1024;
+
+/// Whether the member founds a new cluster or joins a running one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// Every member of `initial_cluster` starts together.
+    New,
+    /// The member was added to a running cluster and joins it.
+    Existing,
+}
+
+/// Raft timing, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Leader heartbeat interval.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_max_ms: u64,
+}
+
+impl Default for Timing {
+    /// 100 ms heartbeats (as etcd) and a 500-1000 ms election timeout: room
+    /// for a slow fsync, and still a failover well under a second or two.
+    fn default() -> Self {
+        Timing {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+        }
+    }
+}
+
+/// Everything a member needs to start its Raft side.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The member's name.
+    pub name: String,
+    /// The data directory (`raft/` and `snap/` live under it).
+    pub data_dir: PathBuf,
+    /// Address the peer transport listens on.
+    pub listen_peer: SocketAddr,
+    /// Peer URLs other members use to reach this one.
+    pub advertise_peer_urls: Vec<String>,
+    /// Client URLs this member serves (published into the membership).
+    pub client_urls: Vec<String>,
+    /// `name -> peer URL` of the founding members.
+    pub initial_cluster: Vec<(String, String)>,
+    /// New cluster or join.
+    pub cluster_state: ClusterState,
+    /// Raft timing.
+    pub timing: Timing,
+    /// A snapshot is taken after this many log entries.
+    pub snapshot_entries: u64,
+    /// Longest time a client request waits before "request timed out".
+    pub request_timeout: Duration,
+    /// Planted bug for chaos runs: serve linearizable reads without ReadIndex.
+    pub unsafe_stale_reads: bool,
+    /// Planted bug for chaos runs: acknowledge log appends before fsync.
+    pub unsafe_lazy_fsync: bool,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad flags.
+    #[error("{0}")]
+    Config(String),
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogOpenError),
+    /// The snapshot could not be loaded.
+    #[error(transparent)]
+    StateMachine(#[from] SmOpenError),
+    /// The data dir belongs to someone else or cannot be used.
+    #[error("{0}")]
+    DataDir(String),
+    /// The peer address could not be bound.
+    #[error("cannot listen for peers on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// openraft refused to start.
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why a write was not acknowledged. Every variant is retryable by the
+/// client; `LeaderChanged` and `Timeout` mean the outcome is unknown.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    /// No leader could be found in time.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// Leadership moved while the request was in flight.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request did not complete in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The member is shutting down or has failed.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+}
+
+struct Proposal {
+    cmd: Command,
+    tx: oneshot::Sender<Result<Outcome, WriteError>>,
+}
+
+/// A member's status, for `Maintenance.Status` and the dashboard.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    /// This member's id.
+    pub id: NodeId,
+    /// The leader's id, if one is known.
+    pub leader: Option<NodeId>,
+    /// Current term.
+    pub term: u64,
+    /// Index of the last log entry.
+    pub last_log_index: u64,
+    /// Index of the last applied entry.
+    pub applied_index: u64,
+    /// Raft role.
+    pub state: ServerState,
+    /// Voters and learners with what is known of them.
+    pub members: Vec<(NodeId, MemberNode, bool)>,
+}
+
+pub(crate) struct Core {
+    pub(crate) id: NodeId,
+    pub(crate) name: String,
+    pub(crate) cluster_id: u64,
+    pub(crate) raft: Raft,
+    pub(crate) sm: Arc<SmShared>,
+    pub(crate) peers: PeerPool,
+    pub(crate) faults: Arc<Faults>,
+    proposals: mpsc::Sender<Proposal>,
+    reads: Mutex<ReadRound>,
+    request_timeout: Duration,
+    stale_reads: bool,
+    client_urls: Vec<String>,
+    shutdown: watch::Sender<bool>,
+}
+
+#[derive(Default)]
+struct ReadRound {
+    waiting: Vec<oneshot::Sender<Result<u64, WriteError>>>,
+    running: bool,
+}
+
+/// A running member's Raft side. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    core: Arc<Core>,
+}
+
+impl RaftNode {
+    /// Starts the member: opens its data dir, starts openraft and the peer
+    /// transport, and founds the cluster when it is new.
+    pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
+        let (id, members) = initial_members(&cfg)?;
+        let cluster_id = cluster_id_of(&members);
+        identity::check_or_write(&cfg.data_dir, &cfg.name, id, cluster_id, cfg.cluster_state)
+            .map_err(StartError::DataDir)?;
+        let raft_dir = cfg.data_dir.join("raft");
+        let faults = Arc::new(Faults::default());
+        faults
+            .log
+            .lazy_fsync
+            .store(cfg.unsafe_lazy_fsync, Ordering::Relaxed);
+        let log = LogStore::open(&raft_dir, faults.log.clone())?;
+        let sm = StateMachine::open(&cfg.data_dir)?;
+        let sm_shared = sm.shared.clone();
+        let config = Config {
+            cluster_name: format!("nines-{cluster_id:016x}"),
+            heartbeat_interval: cfg.timing.heartbeat_ms,
+            election_timeout_min: cfg.timing.election_min_ms,
+            election_timeout_max: cfg.timing.election_max_ms,
+            install_snapshot_timeout: 10_000,
+            max_payload_entries: 64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_entries),
+            max_in_snapshot_log_to_keep: 500,
+            purge_batch_size: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Config(format!("raft timing: {e}")))?;
+        let pool = PeerPool::new(id, faults.clone());
+        let factory = NetworkFactory { pool: pool.clone() };
+        let raft = Raft::new(id, Arc::new(config), factory, log, sm)
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.listen_peer)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: cfg.listen_peer,
+                source,
+            })?;
+        let (proposals_tx, proposals_rx) = mpsc::channel(PROPOSALS_QUEUE_MAX);
+        let (shutdown, _) = watch::channel(false);
+        let core = Arc::new(Core {
+            id,
+            name: cfg.name.clone(),
+            cluster_id,
+            raft: raft.clone(),
+            sm: sm_shared,
+            peers: pool,
+            faults,
+            proposals: proposals_tx,
+            reads: Mutex::new(ReadRound::default()),
+            request_timeout: cfg.request_timeout,
+            stale_reads: cfg.unsafe_stale_reads,
+            client_urls: cfg.client_urls.clone(),
+            shutdown,
+        });
+        peer_service::spawn(core.clone(), listener);
+        tokio::spawn(run_proposer(core.clone(), proposals_rx));
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        if !initialized && cfg.cluster_state == ClusterState::New {
+            // Every founding member initializes with the same membership, so
+            // the first log entry is identical everywhere.
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                Err(RaftError::APIError(e)) => {
+                    tracing::info!(error = %e, "cluster already initialized");
+                }
+                Err(e) => return Err(StartError::Raft(e.to_string())),
+            }
+        }
+        tokio::spawn(publish_client_urls(core.clone()));
+        Ok(RaftNode { core })
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.core.id
+    }
+
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.core.name
+    }
+
+    /// The cluster's id.
+    pub fn cluster_id(&self) -> u64 {
+        self.core.cluster_id
+    }
+
+    /// The store, for reads. Hold the guard briefly and never across `.await`.
+    pub fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.core.sm.store.read().expect("store lock poisoned")
+    }
+
+    /// Events as they are applied, for watches.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<AppliedEvents> {
+        self.core.sm.events.subscribe()
+    }
+
+    /// Proposes one command and waits until it is committed on a quorum and
+    /// applied here or on the leader.
+    pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        self.core
+            .proposals
+            .send(Proposal { cmd, tx })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        match tokio::time::timeout(self.core.request_timeout, rx).await {
+            Err(_) => Err(WriteError::Timeout),
+            Ok(Err(_)) => Err(WriteError::Stopped),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    /// Waits until a read of the local store is linearizable: the leader
+    /// confirmed its leadership with a quorum after this call began, and this
+    /// member applied everything the leader had committed then.
+    pub async fn read_barrier(&self) -> Result<(), WriteError> {
+        if self.core.stale_reads {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.core.request_timeout;
+        let index = loop {
+            let (leader, node) = self.core.wait_leader(deadline).await?;
+            if leader == self.core.id {
+                break self.core.read_index().await?;
+            }
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let res: Result<Result<u64, WriteError>, PeerError> = self
+                .core
+                .peers
+                .call(leader, &node, PeerMethod::ReadIndex, &(), remaining)
+                .await;
+            match res {
+                Ok(r) => break r?,
+                Err(PeerError::Unreachable { .. }) => {
+                    self.core.wait_leader_change(leader, deadline).await?
+                }
+                Err(_) => return Err(WriteError::LeaderChanged),
+            }
+        };
+        self.core.wait_applied(index, deadline).await
+    }
+
+    /// The member's view of the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let m = self.core.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone(), !voters.contains(id)))
+            .collect();
+        NodeStatus {
+            id: self.core.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: self.core.sm.applied_index.load(Ordering::Acquire),
+            state: m.state,
+            members,
+        }
+    }
+
+    /// Replaces the set of peers whose traffic this member drops (fault injection).
+    pub fn set_blocked_peers(&self, names: &[String]) -> Result<(), String> {
+        let status = self.status();
+        let mut ids = std::collections::HashSet::new();
+        for name in names {
+            let id = status
+                .members
+                .iter()
+                .find(|(_, n, _)| &n.name == name)
+                .map(|(id, _, _)| *id)
+                .ok_or_else(|| format!("unknown member name {name:?}"))?;
+            ids.insert(id);
+        }
+        *self.core.faults.blocked.write().expect("faults lock") = ids;
+        Ok(())
+    }
+
+    /// Makes the next log fsync fail (fault injection); the member then stops.
+    pub fn fail_next_fsync(&self) {
+        self.core
+            .faults
+            .log
+            .fail_next_fsync
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Resolves with the reason when Raft stops on a fatal error (a failed
+    /// fsync, say). The member must then exit rather than serve.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.core.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "raft stopped".into();
+            }
+        }
+    }
+
+    /// Stops Raft and the peer transport.
+    pub async fn shutdown(&self) {
+        let _ = self.core.shutdown.send(true);
+        let _ = self.core.raft.shutdown().await;
+    }
+}
+
+impl Core {
+    /// The current leader and its node, waiting for one until `deadline`.
+    pub(crate) async fn wait_leader(
+        &self,
+        deadline: Instant,
+    ) -> Result<(NodeId, MemberNode), WriteError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.running_state.is_err() {
+                    return Err(WriteError::Stopped);
+                }
+                if let Some(l) = m.current_leader {
+                    if let Some(node) = m.membership_config.membership().get_node(&l) {
+                        return Ok((l, node.clone()));
+                    }
+                }
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(wait, rx.changed()).await {
+                Err(_) => return Err(WriteError::NoLeader),
+                Ok(Err(_)) => return Err(WriteError::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Waits until the known leader is no longer `old`.
+    async fn wait_leader_change(&self, old: NodeId, deadline: Instant) -> Result<(), WriteError> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(old) {
+                return Ok(());
+            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(wait, rx.changed()).await {
+                Err(_) => return Err(WriteError::NoLeader),
+                Ok(Err(_)) => return Err(WriteError::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteError> {
+        if self.sm.applied_index.load(Ordering::Acquire) >= index {
+            return Ok(());
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => WriteError::Timeout,
+                openraft::metrics::WaitError::ShuttingDown => WriteError::Stopped,
+            })
+    }
+
+    /// The leader's read index, confirmed with a quorum. Concurrent callers
+    /// share rounds: a caller joins the next round to start, never one
+    /// already under way (that one may predate the caller's read).
+    pub(crate) async fn read_index(self: &Arc<Self>) -> Result<u64, WriteError> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut r = self.reads.lock().expect("reads lock");
+            r.waiting.push(tx);
+            !std::mem::replace(&mut r.running, true)
+        };
+        if start {
+            let core = self.clone();
+            tokio::spawn(async move { core.run_read_rounds().await });
+        }
+        rx.await.unwrap_or(Err(WriteError::Stopped))
+    }
+
+    async fn run_read_rounds(self: Arc<Self>) {
+        loop {
+            let batch = {
+                let mut r = self.reads.lock().expect("reads lock");
+                if r.waiting.is_empty() {
+                    r.running = false;
+                    return;
+                }
+                std::mem::take(&mut r.waiting)
+            };
+            let res = match tokio::time::timeout(self.request_timeout, self.raft.get_read_log_id()).await {
+                Err(_) => Err(WriteError::Timeout),
+                Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                    Err(WriteError::LeaderChanged)
+                }
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    Err(WriteError::Timeout)
+                }
+                Ok(Err(RaftError::Fatal(_))) => Err(WriteError::Stopped),
+            };
+            for tx in batch {
+                let _ = tx.send(res.clone());
+            }
+        }
+    }
+
+    /// Proposes commands from a follower (through `Forward`) as if local.
+    pub(crate) async fn propose_all(&self, cmds: Vec<Command>) -> Vec<Result<Outcome, WriteError>> {
+        let mut rxs = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let (tx, rx) = oneshot::channel();
+            if self.proposals.send(Proposal { cmd, tx }).await.is_err() {
+                rxs.push(None);
+            } else {
+                rxs.push(Some(rx));
+            }
+        }
+        let mut out = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            out.push(match rx {
+                None => Err(WriteError::Stopped),
+                Some(rx) => match tokio::time::timeout(self.request_timeout, rx).await {
+                    Err(_) => Err(WriteError::Timeout),
+                    Ok(Err(_)) => Err(WriteError::Stopped),
+                    Ok(Ok(r)) => r,
+                },
+            });
+        }
+        out
+    }
+
+    /// Sets a member's node information (its client URLs) through Raft.
+    pub(crate) async fn set_node(&self, id: NodeId, node: MemberNode) -> Result<(), String> {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(id, node);
+        self.raft
+            .change_membership(ChangeMembers::SetNodes(nodes), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Resolves when leadership of `term` is lost by this member.
+    async fn leadership_lost(&self, term: u64) {
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if m.current_term != term || m.state != ServerState::Leader {
+                    return;
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Takes proposals off the queue, groups what is waiting into one log entry,
+/// and submits it; up to [`BATCHES_IN_FLIGHT_MAX`] entries are in flight.
+async fn run_proposer(core: Arc<Core>, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH_COMMANDS_MAX {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let core = core.clone();
+        tokio::spawn(async move {
+            let (cmds, txs): (Vec<Command>, Vec<_>) =
+                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
+            let results = submit(&core, cmds).await;
+            for (tx, r) in txs.into_iter().zip(results) {
+                let _ = tx.send(r);
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Commits a batch: on the leader through openraft, elsewhere by forwarding
+/// to the leader. Waits for a leader when there is none, and retries a
+/// forward that provably never left; anything else in doubt is reported as
+/// `LeaderChanged` so the client knows the outcome is unknown.
+async fn submit(core: &Arc<Core>, cmds: Vec<Command>) -> Vec<Result<Outcome, WriteError>> {
+    let n = cmds.len();
+    let fail = |e: WriteError| vec![Err(e); n];
+    let deadline = Instant::now() + core.request_timeout;
+    loop {
+        let (leader, node) = match core.wait_leader(deadline).await {
+            Ok(l) => l,
+            Err(e) => return fail(e),
+        };
+        if leader == core.id {
+            let term = core.raft.metrics().borrow().current_term;
+            let write = core.raft.client_write(Batch { commands: cmds });
+            let lost = async {
+                core.leadership_lost(term).await;
+                // The entry may still commit under the new leader, which
+                // answers through the apply; give it a moment, then fail fast.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            };
+            tokio::select! {
+                res = write => {
+                    return match res {
+                        Ok(resp) => resp.data.outcomes.into_iter().map(Ok).collect(),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                            fail(WriteError::LeaderChanged)
+                        }
+                        Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(_))) => {
+                            fail(WriteError::LeaderChanged)
+                        }
+                        Err(RaftError::Fatal(_)) => fail(WriteError::Stopped),
+                    };
+                }
+                () = lost => return fail(WriteError::LeaderChanged),
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let res: Result<Vec<Result<Outcome, WriteError>>, PeerError> = core
+            .peers
+            .call(leader, &node, PeerMethod::Forward, &cmds, remaining)
+            .await;
+        match res {
+            Ok(r) if r.len() == n => return r,
+            Ok(_) => return fail(WriteError::LeaderChanged),
+            Err(PeerError::Unreachable { .. }) => {
+                if let Err(e) = core.wait_leader_change(leader, deadline).await {
+                    return fail(e);
+                }
+            }
+            Err(PeerError::Failed { .. }) | Err(PeerError::Codec(_)) => {
+                return fail(WriteError::LeaderChanged)
+            }
+        }
+    }
+}
+
+/// Makes sure the membership carries this member's client URLs, so that
+/// member lists name them; retried until it holds or the member stops.
+async fn publish_client_urls(core: Arc<Core>) {
+    let mut stop = core.shutdown_signal();
+    for attempt in 0u32..10_000 {
+        if *stop.borrow() {
+            return;
+        }
+        let current = {
+            let m = core.raft.metrics().borrow().clone();
+            m.membership_config.membership().get_node(&core.id).cloned()
+        };
+        let Some(mut node) = current else {
+            // Not (yet) a member: a joining member learns its entry later.
+            wait_or_stop(&mut stop, Duration::from_millis(500)).await;
+            continue;
+        };
+        if node.client_urls == core.client_urls {
+            return;
+        }
+        node.client_urls = core.client_urls.clone();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let res = match core.wait_leader(deadline).await {
+            Err(e) => Err(e.to_string()),
+            Ok((leader, _)) if leader == core.id => core.set_node(core.id, node).await,
+            Ok((leader, leader_node)) => core
+                .peers
+                .call::<_, Result<(), String>>(
+                    leader,
+                    &leader_node,
+                    PeerMethod::Publish,
+                    &(core.id, node),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r),
+        };
+        match res {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, attempt, "publishing client URLs failed; retrying");
+                wait_or_stop(&mut stop, Duration::from_millis(300)).await;
+            }
+        }
+    }
+}
+
+async fn wait_or_stop(stop: &mut watch::Receiver<bool>, d: Duration) {
+    let _ = tokio::time::timeout(d, stop.changed()).await;
+}
+
+/// This member's id and the founding membership, from `--initial-cluster`.
+fn initial_members(cfg: &NodeConfig) -> Result<(NodeId, BTreeMap<NodeId, MemberNode>), StartError> {
+    if cfg.initial_cluster.is_empty() {
+        return Err(StartError::Config("--initial-cluster is empty".into()));
+    }
+    let mut members = BTreeMap::new();
+    let mut names = BTreeSet::new();
+    for (name, url) in &cfg.initial_cluster {
+        if !names.insert(name.clone()) {
+            return Err(StartError::Config(format!(
+                "--initial-cluster names member {name:?} twice"
+            )));
+        }
+        members.insert(
+            member_id(name, url),
+            MemberNode {
+                name: name.clone(),
+                peer_urls: vec![url.clone()],
+                client_urls: Vec::new(),
+            },
+        );
+    }
+    let Some((name, url)) = cfg.initial_cluster.iter().find(|(n, _)| n == &cfg.name) else {
+        return Err(StartError::Config(format!(
+            "--initial-cluster has no member named {:?} (this member's --name); it lists: {}",
+            cfg.name,
+            names.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    if !cfg.advertise_peer_urls.is_empty() && !cfg.advertise_peer_urls.contains(url) {
+        return Err(StartError::Config(format!(
+            "--initial-cluster gives {name} the peer URL {url}, but --initial-advertise-peer-urls is {}",
+            cfg.advertise_peer_urls.join(",")
+        )));
+    }
+    Ok((member_id(name, url), members))
+}

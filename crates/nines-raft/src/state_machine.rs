@@ -1,0 +1,333 @@
+//! The replicated state machine: a [`nines_store::Store`] that applies
+//! committed batches, plus the snapshot that stands for the applied prefix of
+//! the log. It owns `DATA_DIR/snap/` and nothing else.
+//!
+//! The store lives in memory. What makes it durable is the pair (snapshot on
+//! disk, Raft log): on restart the snapshot is loaded and openraft re-applies
+//! the committed entries after it. The log is never purged past the last
+//! snapshot written here, so nothing applied can be lost.
+
+use std::fs::{self, File};
+use std::io::{self, Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use nines_store::{Event, Store, StoreError};
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::types::{
+    ApplyError, BatchResult, Entry, LogId, Outcome, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
+};
+
+/// Capacity of the applied-events broadcast; a receiver that falls further
+/// behind is told it lagged and must catch up from the store's history.
+pub const EVENTS_CHANNEL_MAX: usize = 4096;
+
+/// Events applied at one revision range, as watchers receive them.
+#[derive(Clone, Debug)]
+pub struct AppliedEvents {
+    /// Store revision after these events.
+    pub revision: i64,
+    /// The events, in order.
+    pub events: Arc<Vec<Event>>,
+}
+
+/// State shared between the state machine (driven by openraft) and readers.
+#[derive(Debug)]
+pub struct SmShared {
+    /// The MVCC store. Readers take the read lock; only `apply` writes.
+    pub store: RwLock<Store>,
+    /// The last applied log id and membership.
+    pub applied: RwLock<(Option<LogId>, StoredMembership)>,
+    /// Index of the last applied entry, readable without a lock.
+    pub applied_index: AtomicU64,
+    /// Applied events, for watches.
+    pub events: broadcast::Sender<AppliedEvents>,
+    snap_dir: PathBuf,
+    snapshot_seq: AtomicU64,
+}
+
+/// What a snapshot file holds besides the store.
+#[derive(Serialize, Deserialize)]
+struct SnapshotHeader {
+    meta: SnapshotMeta,
+}
+
+/// The state machine as openraft drives it.
+#[derive(Clone)]
+pub struct StateMachine {
+    /// Shared state.
+    pub shared: Arc<SmShared>,
+}
+
+/// Why the state machine could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SmOpenError {
+    /// The snapshot file could not be read.
+    #[error("snapshot {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The snapshot file is damaged.
+    #[error("snapshot {path} is corrupt: {reason}; the member refuses to start. Remove this member's data dir and let it rejoin, or restore from a backup")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl StateMachine {
+    /// Loads the last snapshot under `dir/snap` (or starts empty).
+    pub fn open(dir: &Path) -> Result<StateMachine, SmOpenError> {
+        let snap_dir = dir.join("snap");
+        fs::create_dir_all(&snap_dir).map_err(|source| SmOpenError::Io {
+            path: snap_dir.clone(),
+            source,
+        })?;
+        let path = snap_dir.join("current.snap");
+        let (store, applied) = match fs::read(&path) {
+            Ok(bytes) => {
+                let (meta, store) = decode_snapshot(&bytes).map_err(|reason| SmOpenError::Corrupt {
+                    path: path.clone(),
+                    reason,
+                })?;
+                (store, (meta.last_log_id, meta.last_membership))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (Store::new(), (None, StoredMembership::default()))
+            }
+            Err(source) => return Err(SmOpenError::Io { path, source }),
+        };
+        let (events, _) = broadcast::channel(EVENTS_CHANNEL_MAX);
+        let applied_index = applied.0.map(|l| l.index).unwrap_or(0);
+        Ok(StateMachine {
+            shared: Arc::new(SmShared {
+                store: RwLock::new(store),
+                applied: RwLock::new(applied),
+                applied_index: AtomicU64::new(applied_index),
+                events,
+                snap_dir,
+                snapshot_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+/// Encodes a snapshot: `len | crc32 | header` followed by the store's own
+/// checksummed format.
+fn encode_snapshot(meta: &SnapshotMeta, store: &Store) -> Result<Vec<u8>, io::Error> {
+    let header = bincode::serialize(&SnapshotHeader { meta: meta.clone() }).map_err(io::Error::other)?;
+    let mut out = Vec::with_capacity(header.len() + 1024);
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
+    out.extend_from_slice(&header);
+    store
+        .write_snapshot(&mut out)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(out)
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, Store), String> {
+    if bytes.len() < 8 {
+        return Err("shorter than its header".into());
+    }
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4")) as usize;
+    let crc = u32::from_le_bytes(bytes[4..8].try_into().expect("4"));
+    let header = bytes.get(8..8 + len).ok_or("header cut short")?;
+    if crc32fast::hash(header) != crc {
+        return Err("header checksum mismatch".into());
+    }
+    let header: SnapshotHeader =
+        bincode::deserialize(header).map_err(|e| format!("undecodable header: {e}"))?;
+    let mut rest = Cursor::new(&bytes[8 + len..]);
+    let store = Store::read_snapshot(&mut rest).map_err(|e: StoreError| e.to_string())?;
+    if rest.position() as usize != bytes.len() - 8 - len {
+        return Err("trailing bytes after the store".into());
+    }
+    Ok((header.meta, store))
+}
+
+fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
+    StorageError::from_io_error(
+        ErrorSubject::StateMachine,
+        verb,
+        io::Error::other(e.to_string()),
+    )
+}
+
+impl SmShared {
+    /// Writes a snapshot file atomically (temp, fsync, rename, fsync dir).
+    fn persist(&self, bytes: &[u8]) -> io::Result<()> {
+        let tmp = self.snap_dir.join("current.snap.tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, self.snap_dir.join("current.snap"))?;
+        File::open(&self.snap_dir)?.sync_all()
+    }
+
+    fn read_current(&self) -> io::Result<Option<Vec<u8>>> {
+        match File::open(self.snap_dir.join("current.snap")) {
+            Ok(mut f) => {
+                let mut v = Vec::new();
+                f.read_to_end(&mut v)?;
+                Ok(Some(v))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let shared = self.shared.clone();
+        // Serializing a large store takes a while: do it off the runtime.
+        let res = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotMeta, Vec<u8>)> {
+            let store = shared.store.read().expect("store lock poisoned");
+            let (last, membership) = shared.applied.read().expect("applied lock").clone();
+            let seq = shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership,
+                snapshot_id: format!(
+                    "{}-{}-{seq}",
+                    last.map(|l| l.leader_id.term).unwrap_or(0),
+                    last.map(|l| l.index).unwrap_or(0)
+                ),
+            };
+            let bytes = encode_snapshot(&meta, &store)?;
+            drop(store);
+            shared.persist(&bytes)?;
+            Ok((meta, bytes))
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?
+        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta: res.0,
+            snapshot: Box::new(Cursor::new(res.1)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        Ok(self.shared.applied.read().expect("applied lock").clone())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut store = self.shared.store.write().expect("store lock poisoned");
+        let mut applied = self.shared.applied.write().expect("applied lock");
+        for entry in entries {
+            // Invariant: entries are applied once each, in log order.
+            assert!(
+                applied.0.is_none_or(|a| a.index < entry.log_id.index),
+                "entry {} applied twice or out of order (last applied {:?})",
+                entry.log_id,
+                applied.0
+            );
+            let term = entry.log_id.leader_id.term;
+            let mut result = BatchResult::default();
+            match entry.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    result.outcomes.reserve(batch.commands.len());
+                    for cmd in &batch.commands {
+                        let a = store.apply(cmd);
+                        if !a.events.is_empty() {
+                            // No receiver is fine: nobody watches.
+                            let _ = self.shared.events.send(AppliedEvents {
+                                revision: a.revision,
+                                events: Arc::new(a.events),
+                            });
+                        }
+                        result.outcomes.push(Outcome {
+                            revision: a.revision,
+                            raft_term: term,
+                            result: a.result.map_err(|e| ApplyError::from(&e)),
+                        });
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    applied.1 = StoredMembership::new(Some(entry.log_id), m);
+                }
+            }
+            applied.0 = Some(entry.log_id);
+            self.shared
+                .applied_index
+                .store(entry.log_id.index, Ordering::Release);
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let (file_meta, store) = decode_snapshot(&bytes).map_err(|reason| {
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Read,
+                io::Error::other(reason),
+            )
+        })?;
+        // Invariant: the file describes the snapshot openraft says it installs.
+        assert_eq!(file_meta.last_log_id, meta.last_log_id, "snapshot meta mismatch");
+        self.shared.persist(&bytes).map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e)
+        })?;
+        let mut st = self.shared.store.write().expect("store lock poisoned");
+        let mut applied = self.shared.applied.write().expect("applied lock");
+        *st = store;
+        *applied = (meta.last_log_id, meta.last_membership.clone());
+        self.shared
+            .applied_index
+            .store(meta.last_log_id.map(|l| l.index).unwrap_or(0), Ordering::Release);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let bytes = self.shared.read_current().map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
+        })?;
+        let Some(bytes) = bytes else { return Ok(None) };
+        let (meta, _) = decode_snapshot(&bytes).map_err(|reason| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, io::Error::other(reason))
+        })?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}

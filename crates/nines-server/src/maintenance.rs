@@ -1,0 +1,184 @@
+//! `etcdserverpb.Maintenance` and `etcdserverpb.Cluster` as far as members
+//! report on themselves: Status, Hash, HashKV, Alarm (list), Defragment and
+//! MemberList. Membership changes, snapshots and leader moves are refused
+//! with `Unimplemented` until they are built (issue 3).
+
+use std::pin::Pin;
+
+use futures::Stream;
+use nines_raft::RaftNode;
+use tonic::{Request, Response, Status};
+
+use crate::errors;
+use crate::pb::etcdserverpb as pb;
+use crate::pb::etcdserverpb::cluster_server::Cluster;
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+
+/// The etcd API version members report, so clients pick the v3.4 feature set.
+pub const API_VERSION: &str = "3.4.0";
+
+/// Maintenance and Cluster services.
+#[derive(Clone)]
+pub struct MaintenanceService {
+    node: RaftNode,
+}
+
+impl MaintenanceService {
+    /// The services over `node`.
+    pub fn new(node: RaftNode) -> MaintenanceService {
+        MaintenanceService { node }
+    }
+
+    fn header(&self) -> pb::ResponseHeader {
+        let rev = self.node.store().revision();
+        crate::header(&self.node, rev)
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        self.node
+            .status()
+            .members
+            .into_iter()
+            .map(|(id, node, is_learner)| pb::Member {
+                id,
+                name: node.name,
+                peer_urls: node.peer_urls,
+                client_urls: node.client_urls,
+                is_learner,
+            })
+            .collect()
+    }
+}
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not supported by this nines version"))
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+        let req = req.into_inner();
+        match pb::alarm_request::AlarmAction::try_from(req.action) {
+            // No alarm is ever raised by this version (no quota yet), so the
+            // list is truthfully empty and disarming is a no-op.
+            Ok(pb::alarm_request::AlarmAction::Get) | Ok(pb::alarm_request::AlarmAction::Deactivate) => {
+                Ok(Response::new(pb::AlarmResponse {
+                    header: Some(self.header()),
+                    alarms: Vec::new(),
+                }))
+            }
+            _ => Err(not_yet("raising alarms by request")),
+        }
+    }
+
+    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let st = self.node.status();
+        let (revision, db_size) = {
+            let store = self.node.store();
+            (store.revision(), store.approx_size_bytes() as i64)
+        };
+        let is_learner = st
+            .members
+            .iter()
+            .any(|(id, _, learner)| *id == st.id && *learner);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(pb::ResponseHeader {
+                cluster_id: self.node.cluster_id(),
+                member_id: st.id,
+                revision,
+                raft_term: st.term,
+            }),
+            version: API_VERSION.to_string(),
+            db_size,
+            leader: st.leader.unwrap_or(0),
+            raft_index: st.last_log_index,
+            raft_term: st.term,
+            raft_applied_index: st.applied_index,
+            errors: Vec::new(),
+            db_size_in_use: db_size,
+            is_learner,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        // The store keeps no free pages on disk (snapshots are rewritten
+        // whole), so there is nothing to reclaim.
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.header()),
+        }))
+    }
+
+    async fn hash(&self, _req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, _) = self.node.store().hash_kv(0).map_err(|e| errors::store(&e))?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.header()),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let rev = req.into_inner().revision;
+        let (hash, compact_revision) = self.node.store().hash_kv(rev).map_err(|e| errors::store(&e))?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.header()),
+            hash,
+            compact_revision,
+        }))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+        Err(not_yet("Maintenance.Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(not_yet("Maintenance.MoveLeader"))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for MaintenanceService {
+    async fn member_add(&self, _r: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(not_yet("Cluster.MemberAdd"))
+    }
+
+    async fn member_remove(
+        &self,
+        _r: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(not_yet("Cluster.MemberRemove"))
+    }
+
+    async fn member_update(
+        &self,
+        _r: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(not_yet("Cluster.MemberUpdate"))
+    }
+
+    async fn member_list(
+        &self,
+        _r: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.header()),
+            members: self.members(),
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _r: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(not_yet("Cluster.MemberPromote"))
+    }
+}

@@ -1,0 +1,224 @@
+//! `nines server`: one cluster member. Flags mirror etcd's where they
+//! overlap; `--config FILE` (TOML, the same names with `_` or `-`) fills
+//! whatever the command line leaves out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use nines_raft::{ClusterState, NodeConfig, Timing};
+use nines_server::{Limits, ServerConfig};
+use serde::Deserialize;
+
+/// Flags of `nines server`.
+#[derive(Args, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServerArgs {
+    /// Human-readable name of this member.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Directory for the Raft log, snapshots and identity (default: NAME.nines).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// URLs to listen on for client (gRPC) traffic.
+    #[arg(long)]
+    pub listen_client_urls: Option<String>,
+    /// Client URLs to advertise to the cluster (default: the listen URLs).
+    #[arg(long)]
+    pub advertise_client_urls: Option<String>,
+    /// URLs to listen on for peer (Raft) traffic.
+    #[arg(long)]
+    pub listen_peer_urls: Option<String>,
+    /// This member's peer URLs to advertise (default: the listen URLs).
+    #[arg(long)]
+    pub initial_advertise_peer_urls: Option<String>,
+    /// Founding members: name=peer-url,... (default: this member alone).
+    #[arg(long)]
+    pub initial_cluster: Option<String>,
+    /// `new` to found a cluster, `existing` to join one.
+    #[arg(long)]
+    pub initial_cluster_state: Option<String>,
+    /// Address of the HTTP API (health, cluster view, metrics, dashboard).
+    #[arg(long)]
+    pub http_addr: Option<SocketAddr>,
+    /// Address of the DNS interface (used by the service registry).
+    #[arg(long)]
+    pub dns_addr: Option<SocketAddr>,
+    /// Leader heartbeat interval in milliseconds (default 100).
+    #[arg(long)]
+    pub heartbeat_interval: Option<u64>,
+    /// Election timeout in milliseconds (default 500; randomized up to twice that).
+    #[arg(long)]
+    pub election_timeout: Option<u64>,
+    /// Log entries between snapshots (default 10000).
+    #[arg(long)]
+    pub snapshot_count: Option<u64>,
+    /// Largest client request in bytes (default 1.5 MiB, as etcd).
+    #[arg(long)]
+    pub max_request_bytes: Option<usize>,
+    /// Most operations per transaction branch (default 128, as etcd).
+    #[arg(long)]
+    pub max_txn_ops: Option<usize>,
+    /// Longest a client request waits for Raft, in milliseconds (default 5000).
+    #[arg(long)]
+    pub request_timeout: Option<u64>,
+    /// TOML file with any of these settings.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// UNSAFE, for chaos testing: serve PUT /v1/debug/faults (cut peer links, fail fsync).
+    #[arg(long)]
+    #[serde(default)]
+    pub unsafe_fault_injection: bool,
+    /// UNSAFE planted bug: serve linearizable reads without ReadIndex.
+    #[arg(long)]
+    #[serde(default)]
+    pub unsafe_stale_reads: bool,
+    /// UNSAFE planted bug: acknowledge log writes before they are on disk.
+    #[arg(long)]
+    #[serde(default)]
+    pub unsafe_lazy_fsync: bool,
+}
+
+macro_rules! fill {
+    ($dst:ident, $src:ident, $($f:ident),*) => { $( if $dst.$f.is_none() { $dst.$f = $src.$f; } )* };
+}
+
+impl ServerArgs {
+    /// Fills what the command line left out from the `--config` file.
+    fn merge_config_file(mut self) -> anyhow::Result<ServerArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let text = text.replace('_', "-");
+        let file: ServerArgs = toml::from_str(&text)
+            .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        fill!(self, file, name, data_dir, listen_client_urls, advertise_client_urls, listen_peer_urls,
+            initial_advertise_peer_urls, initial_cluster, initial_cluster_state, http_addr, dns_addr,
+            heartbeat_interval, election_timeout, snapshot_count, max_request_bytes, max_txn_ops, request_timeout);
+        self.unsafe_fault_injection |= file.unsafe_fault_injection;
+        self.unsafe_stale_reads |= file.unsafe_stale_reads;
+        self.unsafe_lazy_fsync |= file.unsafe_lazy_fsync;
+        Ok(self)
+    }
+
+    /// Turns the flags into a member configuration, with etcd's defaults.
+    pub fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let a = self.merge_config_file()?;
+        let name = a.name.unwrap_or_else(|| "default".into());
+        let listen_client_urls = split(a.listen_client_urls.as_deref().unwrap_or("http://127.0.0.1:2379"));
+        let listen_peer_urls = split(a.listen_peer_urls.as_deref().unwrap_or("http://127.0.0.1:2380"));
+        let advertise_client_urls = a
+            .advertise_client_urls
+            .map(|s| split(&s))
+            .unwrap_or_else(|| listen_client_urls.clone());
+        let advertise_peer_urls = a
+            .initial_advertise_peer_urls
+            .map(|s| split(&s))
+            .unwrap_or_else(|| listen_peer_urls.clone());
+        let initial_cluster = match a.initial_cluster {
+            Some(s) => parse_initial_cluster(&s)?,
+            None => vec![(name.clone(), advertise_peer_urls[0].clone())],
+        };
+        let cluster_state = match a.initial_cluster_state.as_deref().unwrap_or("new") {
+            "new" => ClusterState::New,
+            "existing" => ClusterState::Existing,
+            other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
+        };
+        let heartbeat_ms = a.heartbeat_interval.unwrap_or(100);
+        let election_min_ms = a.election_timeout.unwrap_or(500);
+        if heartbeat_ms == 0 || election_min_ms <= heartbeat_ms * 2 {
+            bail!("--election-timeout ({election_min_ms} ms) must be more than twice --heartbeat-interval ({heartbeat_ms} ms)");
+        }
+        let max_request_bytes = a.max_request_bytes.unwrap_or(nines_server::REQUEST_BYTES_MAX_DEFAULT);
+        if max_request_bytes == 0 || max_request_bytes > 64 * 1024 * 1024 {
+            bail!("--max-request-bytes must be between 1 and 67108864");
+        }
+        let txn_ops_max = a.max_txn_ops.unwrap_or(nines_server::TXN_OPS_MAX_DEFAULT);
+        if txn_ops_max == 0 {
+            bail!("--max-txn-ops must be at least 1");
+        }
+        Ok(ServerConfig {
+            listen_client: url_addr(&listen_client_urls[0]).context("--listen-client-urls")?,
+            http_addr: a.http_addr.unwrap_or_else(|| "127.0.0.1:2381".parse().expect("literal")),
+            limits: Limits {
+                request_bytes_max: max_request_bytes,
+                txn_ops_max,
+            },
+            fault_injection: a.unsafe_fault_injection,
+            node: NodeConfig {
+                data_dir: a
+                    .data_dir
+                    .unwrap_or_else(|| PathBuf::from(format!("{name}.nines"))),
+                listen_peer: url_addr(&listen_peer_urls[0]).context("--listen-peer-urls")?,
+                advertise_peer_urls,
+                client_urls: advertise_client_urls,
+                initial_cluster,
+                cluster_state,
+                timing: Timing {
+                    heartbeat_ms,
+                    election_min_ms,
+                    election_max_ms: election_min_ms * 2,
+                },
+                snapshot_entries: a.snapshot_count.unwrap_or(10_000).max(1),
+                request_timeout: Duration::from_millis(a.request_timeout.unwrap_or(5000).max(100)),
+                unsafe_stale_reads: a.unsafe_stale_reads,
+                unsafe_lazy_fsync: a.unsafe_lazy_fsync,
+                name,
+            },
+        })
+    }
+}
+
+fn split(s: &str) -> Vec<String> {
+    s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+}
+
+/// `name=url,name=url` into pairs, refusing malformed entries.
+fn parse_initial_cluster(s: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for part in split(s) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--initial-cluster entry {part:?} is not NAME=URL"))?;
+        url_addr(url).with_context(|| format!("--initial-cluster entry {part:?}"))?;
+        out.push((name.to_string(), url.to_string()));
+    }
+    if out.is_empty() {
+        bail!("--initial-cluster is empty");
+    }
+    Ok(out)
+}
+
+/// The socket address of an `http://host:port` URL (hosts must be IP literals or localhost).
+pub fn url_addr(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| anyhow!("URL {url:?} must start with http://"))?;
+    let hostport = rest.trim_end_matches('/');
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport
+        .parse()
+        .map_err(|_| anyhow!("URL {url:?} must be http://IP:PORT"))
+}
+
+/// Runs the member until Ctrl-C or SIGTERM.
+pub fn run(args: ServerArgs) -> anyhow::Result<()> {
+    crate::init_logging();
+    let cfg = args.into_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("nines-server")
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(async move {
+        nines_server::run(cfg, crate::shutdown_signal())
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    })
+}
