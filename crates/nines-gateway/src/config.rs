@@ -155,7 +155,7 @@ pub struct RouteConfig {
 }
 
 /// Balancing algorithm of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BalanceKind {
     /// Plain round robin, ignoring weights.

@@ -1,0 +1,211 @@
+//! Prometheus metrics. The data path only bumps plain atomics (per listener
+//! here, per backend in `backend`); a `prometheus-client` collector reads
+//! them at scrape time, so no lock or map lookup sits on the request path.
+//! Counters survive reloads: listeners keep theirs by name.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::backend::now_ms;
+use crate::cluster::Cluster;
+
+/// Counters of one listener.
+#[derive(Debug, Default)]
+pub struct ListenerMetrics {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now.
+    pub connections_active: AtomicU64,
+    /// Requests that reached the router.
+    pub requests: AtomicU64,
+    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub responses: [AtomicU64; 5],
+    /// Requests no route matched (404).
+    pub unrouted: AtomicU64,
+    /// Requests answered 503 because no backend was available.
+    pub no_backend: AtomicU64,
+    /// Requests that failed upstream after every attempt (502/504).
+    pub upstream_failed: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Retries refused by the retry budget.
+    pub retries_over_budget: AtomicU64,
+    /// Requests refused for ambiguous framing (smuggling attempts).
+    pub smuggling_rejected: AtomicU64,
+    /// Requests refused for a body over the limit.
+    pub body_too_large: AtomicU64,
+    /// Connections that ended with malformed HTTP or an oversize head.
+    pub malformed: AtomicU64,
+    /// Connections closed because the head did not arrive in time.
+    pub header_timeouts: AtomicU64,
+    /// TCP connections that found no backend to connect to.
+    pub tcp_connect_failed: AtomicU64,
+}
+
+impl ListenerMetrics {
+    /// Counts a response status.
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every metric source of a gateway.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
+    clusters: ArcSwap<Vec<Arc<Cluster>>>,
+    /// Reloads applied.
+    pub reloads: AtomicU64,
+    /// Reloads refused (bad config).
+    pub reloads_failed: AtomicU64,
+    /// Access-log lines dropped because the writer fell behind.
+    pub access_log_dropped: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters of listener `name`, created on first use.
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        let mut listeners = self.listeners.lock().expect("metrics lock is never poisoned");
+        Arc::clone(listeners.entry(name.to_owned()).or_default())
+    }
+
+    /// Publishes the current clusters for scraping.
+    pub fn set_clusters(&self, clusters: Vec<Arc<Cluster>>) {
+        self.clusters.store(Arc::new(clusters));
+    }
+
+    /// Renders the Prometheus text exposition.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::with_prefix("nines_gateway");
+        registry.register_collector(Box::new(Scrape(Arc::clone(self))));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
+
+#[derive(Debug)]
+struct Scrape(Arc<Metrics>);
+
+type Labels = Vec<(&'static str, String)>;
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(0u64);
+    let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    for (labels, value) in rows {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(0i64);
+    let mut family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    for (labels, value) in rows {
+        ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let listeners: Vec<(String, Arc<ListenerMetrics>)> = self
+            .0
+            .listeners
+            .lock()
+            .expect("metrics lock is never poisoned")
+            .iter()
+            .map(|(name, m)| (name.clone(), Arc::clone(m)))
+            .collect();
+        let per_listener = |pick: &dyn Fn(&ListenerMetrics) -> u64| -> Vec<(Labels, u64)> {
+            listeners.iter().map(|(name, m)| (vec![("listener", name.clone())], pick(m))).collect()
+        };
+        let simple: [(&str, &str, &dyn Fn(&ListenerMetrics) -> u64); 12] = [
+            ("connections", "Client connections accepted.", &|m| load(&m.connections)),
+            ("requests", "Requests received.", &|m| load(&m.requests)),
+            ("unrouted", "Requests no route matched.", &|m| load(&m.unrouted)),
+            ("no_backend", "Requests answered 503 for lack of an available backend.", &|m| load(&m.no_backend)),
+            ("upstream_failed", "Requests that failed upstream after every attempt.", &|m| load(&m.upstream_failed)),
+            ("retries", "Retries to another backend.", &|m| load(&m.retries)),
+            ("retries_over_budget", "Retries refused by the retry budget.", &|m| load(&m.retries_over_budget)),
+            ("smuggling_rejected", "Requests refused for ambiguous framing.", &|m| load(&m.smuggling_rejected)),
+            ("body_too_large", "Requests refused for a body over the limit.", &|m| load(&m.body_too_large)),
+            ("malformed", "Connections ended by malformed or oversize HTTP.", &|m| load(&m.malformed)),
+            ("header_timeouts", "Connections closed for a slow request head.", &|m| load(&m.header_timeouts)),
+            ("tcp_connect_failed", "TCP connections with no reachable backend.", &|m| load(&m.tcp_connect_failed)),
+        ];
+        for (name, help, pick) in simple {
+            counter_family(&mut encoder, name, help, &per_listener(pick))?;
+        }
+        let mut responses = Vec::new();
+        for (name, m) in &listeners {
+            for (class, count) in m.responses.iter().enumerate() {
+                responses.push((vec![("listener", name.clone()), ("class", format!("{}xx", class + 1))], load(count)));
+            }
+        }
+        counter_family(&mut encoder, "responses", "Responses sent, by status class.", &responses)?;
+        let active: Vec<(Labels, i64)> = listeners
+            .iter()
+            .map(|(name, m)| (vec![("listener", name.clone())], load(&m.connections_active) as i64))
+            .collect();
+        gauge_family(&mut encoder, "connections_active", "Client connections open now.", &active)?;
+        self.encode_backends(&mut encoder)?;
+        counter_family(&mut encoder, "reloads", "Config reloads applied.", &[(vec![], load(&self.0.reloads))])?;
+        counter_family(&mut encoder, "reloads_failed", "Config reloads refused.", &[(vec![], load(&self.0.reloads_failed))])?;
+        Ok(())
+    }
+}
+
+impl Scrape {
+    fn encode_backends(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = now_ms();
+        let clusters = self.0.clusters.load();
+        let mut rows: Vec<(Labels, &crate::backend::Backend)> = Vec::new();
+        let sets: Vec<_> = clusters.iter().map(|c| (c.name.clone(), c.set.load_full())).collect();
+        for (cluster, set) in &sets {
+            for backend in &set.backends {
+                rows.push((vec![("cluster", cluster.clone()), ("backend", backend.addr.to_string())], backend));
+            }
+        }
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        let counters: [(&str, &str, &dyn Fn(&crate::backend::Backend) -> u64); 5] = [
+            ("backend_requests", "Attempts sent to a backend.", &|b| load(&b.counters.requests)),
+            ("backend_failures", "Attempts that failed (connect, reset, timeout).", &|b| load(&b.counters.failures)),
+            ("backend_responses_5xx", "5xx responses from a backend.", &|b| load(&b.counters.responses_5xx)),
+            ("backend_ejections", "Passive ejections of a backend.", &|b| load(&b.counters.ejections)),
+            ("backend_marked_down", "Times active checks took a backend out.", &|b| load(&b.counters.marked_down)),
+        ];
+        for (name, help, pick) in counters {
+            let values: Vec<_> = rows.iter().map(|(labels, b)| (labels.clone(), pick(b))).collect();
+            counter_family(encoder, name, help, &values)?;
+        }
+        let up: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), i64::from(b.is_up(now)))).collect();
+        gauge_family(encoder, "backend_up", "1 when the backend takes traffic.", &up)?;
+        let active: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), b.active() as i64)).collect();
+        gauge_family(encoder, "backend_active", "Requests in flight on a backend.", &active)?;
+        let ewma: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), (b.ewma_ns() / 1000) as i64)).collect();
+        gauge_family(encoder, "backend_latency_ewma_us", "Peak-EWMA response time.", &ewma)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,582 @@
+//! The HTTP data path: routing a request to a cluster, picking a backend,
+//! sending the request over a pooled keep-alive connection, and failing over
+//! to another backend when the first one fails. Upgrades (WebSocket) get a
+//! dedicated upstream connection and are then spliced byte for byte.
+//! It owns no sockets of its own beyond upstream connections: `server`
+//! accepts clients and calls [`handle`].
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::backend::{now_ms, Backend};
+use crate::balance::{PickContext, ATTEMPTS_MAX};
+use crate::body::{Lease, ProxyBody, UpBody};
+use crate::cluster::Cluster;
+use crate::config::{HashKey, RouteConfig};
+use crate::hash::{hash_bytes, hash_ip};
+use crate::metrics::ListenerMetrics;
+
+/// Request bodies up to this size are buffered so they can be replayed on retry.
+pub const REPLAY_BODY_BYTES_MAX: u64 = 64 * 1024;
+/// Default request body limit.
+pub const BODY_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    path: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    methods: Vec<Method>,
+    /// Where matching requests go.
+    pub cluster: Arc<Cluster>,
+}
+
+impl Route {
+    /// Compiles a validated route.
+    pub fn new(config: &RouteConfig, cluster: Arc<Cluster>) -> Route {
+        Route {
+            host: config.host.as_ref().map(|h| h.to_ascii_lowercase()),
+            path_prefix: config.path_prefix.clone(),
+            path: config.path.clone(),
+            headers: config
+                .headers
+                .iter()
+                .filter_map(|(name, value)| {
+                    Some((HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?))
+                })
+                .collect(),
+            methods: config.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+            cluster,
+        }
+    }
+
+    fn matches<B>(&self, request: &Request<B>) -> bool {
+        if let Some(host) = &self.host {
+            if !request_host(request).is_some_and(|h| h.eq_ignore_ascii_case(host)) {
+                return false;
+            }
+        }
+        let path = request.uri().path();
+        if self.path.as_ref().is_some_and(|p| p != path) || self.path_prefix.as_ref().is_some_and(|p| !path.starts_with(p.as_str())) {
+            return false;
+        }
+        if !self.methods.is_empty() && !self.methods.contains(request.method()) {
+            return false;
+        }
+        self.headers.iter().all(|(name, value)| request.headers().get(name) == Some(value))
+    }
+}
+
+/// The host a request is for, without port.
+fn request_host<B>(request: &Request<B>) -> Option<&str> {
+    let host = request.uri().host().or_else(|| request.headers().get(header::HOST)?.to_str().ok())?;
+    Some(match host.rsplit_once(':') {
+        Some((name, port)) if !name.ends_with(']') && !name.contains(':') || port.bytes().all(|b| b.is_ascii_digit()) && name.ends_with(']') => name,
+        _ => host,
+    })
+}
+
+/// What an HTTP listener knows at run time; swapped whole on reload.
+#[derive(Debug)]
+pub struct ListenerRuntime {
+    /// Listener name.
+    pub name: String,
+    /// Routes in order.
+    pub routes: Vec<Route>,
+    /// Cluster when no route matches.
+    pub default: Option<Arc<Cluster>>,
+    /// Largest request body.
+    pub body_bytes_max: u64,
+    /// Limit from request head to response head.
+    pub request_timeout: Option<Duration>,
+    /// Counters.
+    pub metrics: Arc<ListenerMetrics>,
+    /// Access log, when enabled.
+    pub access_log: Option<crate::access_log::AccessLog>,
+}
+
+impl ListenerRuntime {
+    fn route<B>(&self, request: &Request<B>) -> Option<&Arc<Cluster>> {
+        self.routes.iter().find(|r| r.matches(request)).map(|r| &r.cluster).or(self.default.as_ref())
+    }
+}
+
+/// Per-connection context of a client.
+#[derive(Debug)]
+pub struct ConnContext {
+    /// The listener's current runtime.
+    pub slot: Arc<ArcSwap<ListenerRuntime>>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Set by the framing tracker when the client sent an ambiguous head.
+    pub framing_violation: Arc<AtomicBool>,
+    xff: HeaderValue,
+    forwarded: HeaderValue,
+    peer_hash: u64,
+}
+
+impl ConnContext {
+    /// Context for a client connection from `peer`.
+    pub fn new(slot: Arc<ArcSwap<ListenerRuntime>>, peer: SocketAddr, framing_violation: Arc<AtomicBool>) -> ConnContext {
+        let ip = peer.ip();
+        let xff = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        let forwarded = match ip {
+            std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
+            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
+        };
+        ConnContext {
+            slot,
+            peer,
+            framing_violation,
+            xff,
+            forwarded: HeaderValue::from_str(&forwarded).expect("forwarded value is ASCII"),
+            peer_hash: hash_ip(ip),
+        }
+    }
+}
+
+/// A response made by the gateway itself.
+pub fn status_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("error");
+    let mut response = Response::new(ProxyBody::full(format!("{} {reason}\n", status.as_u16())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Serves one client request.
+pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Response<ProxyBody> {
+    let runtime = ctx.slot.load_full();
+    let metrics = &runtime.metrics;
+    metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = runtime.access_log.as_ref().map(|_| request.uri().path().to_owned());
+    let response = route_and_forward(&ctx, &runtime, request).await;
+    metrics.count_status(response.status().as_u16());
+    if let (Some(log), Some(path)) = (&runtime.access_log, path) {
+        log.record(ctx.peer, method, path, response.status().as_u16(), started.elapsed());
+    }
+    response
+}
+
+async fn route_and_forward(ctx: &ConnContext, runtime: &ListenerRuntime, request: Request<Incoming>) -> Response<ProxyBody> {
+    let metrics = &runtime.metrics;
+    if ctx.framing_violation.load(Ordering::Relaxed) {
+        metrics.smuggling_rejected.fetch_add(1, Ordering::Relaxed);
+        return status_response(StatusCode::BAD_REQUEST, true);
+    }
+    if request.body().size_hint().lower() > runtime.body_bytes_max {
+        metrics.body_too_large.fetch_add(1, Ordering::Relaxed);
+        return status_response(StatusCode::PAYLOAD_TOO_LARGE, true);
+    }
+    let Some(cluster) = runtime.route(&request).cloned() else {
+        metrics.unrouted.fetch_add(1, Ordering::Relaxed);
+        return status_response(StatusCode::NOT_FOUND, false);
+    };
+    if is_upgrade(&request) {
+        return upgrade(ctx, &cluster, request, metrics).await;
+    }
+    let forward = forward(ctx, &cluster, request, runtime.body_bytes_max, metrics);
+    match runtime.request_timeout {
+        Some(limit) => tokio::time::timeout(limit, forward).await.unwrap_or_else(|_| {
+            metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
+            status_response(StatusCode::GATEWAY_TIMEOUT, false)
+        }),
+        None => forward.await,
+    }
+}
+
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11 && request.headers().contains_key(header::UPGRADE)
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+/// The hash of the request's balancing key.
+fn key_hash<B>(ctx: &ConnContext, key: Option<&HashKey>, request: &Request<B>) -> u64 {
+    let found = match key {
+        None | Some(HashKey::SourceIp) => None,
+        Some(HashKey::Path) => Some(hash_bytes(request.uri().path().as_bytes())),
+        Some(HashKey::Header(name)) => request.headers().get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        Some(HashKey::Cookie(name)) => cookie(request, name).map(|v| hash_bytes(v.as_bytes())),
+    };
+    found.unwrap_or(ctx.peer_hash)
+}
+
+/// The value of cookie `name`, if the request carries it.
+fn cookie<'r, B>(request: &'r Request<B>, name: &str) -> Option<&'r str> {
+    request.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        line.split(';').find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+    })
+}
+
+/// Rewrites the head for the backend: drops hop-by-hop fields, adds
+/// X-Forwarded-For/-Proto and Forwarded, and turns HTTP/2 into HTTP/1.1.
+fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
+    let headers = &mut parts.headers;
+    if !keep_upgrade {
+        if let Some(connection) = headers.remove(header::CONNECTION) {
+            if let Ok(tokens) = connection.to_str() {
+                for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    headers.remove(token);
+                }
+            }
+        }
+        headers.remove(header::UPGRADE);
+    }
+    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+    match headers.get(&X_FORWARDED_FOR).map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat()) {
+        Some(joined) => {
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                headers.insert(&X_FORWARDED_FOR, value);
+            }
+        }
+        None => {
+            headers.insert(&X_FORWARDED_FOR, ctx.xff.clone());
+        }
+    }
+    headers.append(header::FORWARDED, ctx.forwarded.clone());
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if parts.version != Version::HTTP_11 {
+        if parts.version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
+            if let Some(authority) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                headers.insert(header::HOST, authority);
+            }
+        }
+        if parts.uri.scheme().is_some() {
+            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            if let Ok(uri) = Uri::try_from(path) {
+                parts.uri = uri;
+            }
+        }
+        parts.version = Version::HTTP_11;
+    }
+}
+
+fn clone_head(parts: &Parts) -> Request<()> {
+    let mut request = Request::new(());
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    request
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Reset,
+    Timeout,
+}
+
+/// Opens a new upstream HTTP/1.1 connection to `backend`.
+async fn connect(backend: &Backend, limit: Duration, upgrades: bool) -> Option<SendRequest<UpBody>> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(backend.addr)).await.ok()?.ok()?;
+    let _ = stream.set_nodelay(true);
+    let (sender, connection) = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.ok()?;
+    if upgrades {
+        tokio::spawn(connection.with_upgrades());
+    } else {
+        tokio::spawn(connection);
+    }
+    backend.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+    Some(sender)
+}
+
+/// An idle pooled connection that is still usable, if any.
+async fn take_ready(backend: &Backend) -> Option<SendRequest<UpBody>> {
+    for _ in 0..crate::backend::IDLE_CONNECTIONS_MAX {
+        let mut sender = backend.take_idle()?;
+        if sender.is_ready() || sender.ready().await.is_ok() {
+            return Some(sender);
+        }
+    }
+    None
+}
+
+/// Picks a backend, waiting up to the queue timeout when every available
+/// backend is at its connection limit. `None`: nothing to pick.
+async fn pick(cluster: &Arc<Cluster>, key: u64, tried: &[usize]) -> Option<(usize, Arc<Backend>)> {
+    let deadline = cluster.config.queue_timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let set = cluster.set.load();
+        let ctx = PickContext { key_hash: key, tried, now_ms: now_ms() };
+        if let Some(index) = set.balancer.pick(&set.backends, &ctx) {
+            return Some((index, Arc::clone(&set.backends[index])));
+        }
+        let waiting = set.backends.iter().enumerate().any(|(i, b)| !tried.contains(&i) && b.is_up(ctx.now_ms));
+        drop(set);
+        let deadline = deadline.filter(|_| waiting && cluster.config.backend_connections_max > 0)?;
+        let notified = cluster.released.notified();
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// Forwards a request with retries; always answers.
+async fn forward(
+    ctx: &ConnContext,
+    cluster: &Arc<Cluster>,
+    request: Request<Incoming>,
+    body_bytes_max: u64,
+    metrics: &ListenerMetrics,
+) -> Response<ProxyBody> {
+    let now = now_ms();
+    cluster.budget.record_request(now);
+    let policy = &cluster.retry;
+    let key = {
+        let set = cluster.set.load();
+        if set.balancer.needs_key() { key_hash(ctx, cluster.hash_key.as_ref(), &request) } else { 0 }
+    };
+    let (mut parts, body) = request.into_parts();
+    prepare_head(&mut parts, ctx, false);
+    let idempotent = policy.all_methods || is_idempotent(&parts.method);
+    let may_replay = idempotent && policy.attempts > 1 && (policy.on_reset || policy.on_timeout || !policy.on_status.is_empty());
+    // A replayable body is kept as bytes; a streamed one can be sent once.
+    let mut replay: Option<Bytes> = None;
+    let mut stream: Option<Limited<Incoming>> = None;
+    if body.is_end_stream() {
+        replay = Some(Bytes::new());
+    } else if may_replay && body.size_hint().upper().is_some_and(|n| n <= REPLAY_BODY_BYTES_MAX) {
+        match Limited::new(body, REPLAY_BODY_BYTES_MAX as usize).collect().await {
+            Ok(collected) => replay = Some(collected.to_bytes()),
+            Err(_) => return status_response(StatusCode::BAD_REQUEST, true),
+        }
+    } else {
+        stream = Some(Limited::new(body, body_bytes_max as usize));
+    }
+    let attempts = (policy.attempts as usize).clamp(1, ATTEMPTS_MAX);
+    let mut tried: [usize; ATTEMPTS_MAX] = [usize::MAX; ATTEMPTS_MAX];
+    let mut head = Some(parts);
+    let mut last_failure = None;
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            if !cluster.budget.try_retry(policy, now_ms()) {
+                metrics.retries_over_budget.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            metrics.retries.fetch_add(1, Ordering::Relaxed);
+        }
+        let Some((index, backend)) = pick(cluster, key, &tried[..attempt]).await else {
+            if attempt == 0 {
+                metrics.no_backend.fetch_add(1, Ordering::Relaxed);
+                return status_response(StatusCode::SERVICE_UNAVAILABLE, false);
+            }
+            break;
+        };
+        tried[attempt] = index;
+        let mut lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
+        let sender = match take_ready(&backend).await {
+            Some(sender) => Some(sender),
+            None => connect(&backend, cluster.connect_timeout, false).await,
+        };
+        let Some(mut sender) = sender else {
+            record_failure(cluster, &backend);
+            last_failure = Some(Failure::Connect);
+            if policy.on_connect_failure || attempt == 0 {
+                continue;
+            }
+            break;
+        };
+        let last = attempt + 1 == attempts;
+        let body: UpBody = match (&replay, stream.take()) {
+            (Some(bytes), _) => Either::Left(Full::new(bytes.clone())),
+            (None, Some(streamed)) => Either::Right(streamed),
+            (None, None) => break,
+        };
+        let parts_for_send = if last || replay.is_none() { head.take() } else { None };
+        let request = match parts_for_send {
+            Some(parts) => Request::from_parts(parts, body),
+            None => {
+                let template = clone_head(head.as_ref().expect("head is kept while retries remain"));
+                let (p, ()) = template.into_parts();
+                Request::from_parts(p, body)
+            }
+        };
+        let sent_at = Instant::now();
+        let outcome = tokio::time::timeout(cluster.response_timeout, send_fresh_on_stale(&backend, cluster, &mut sender, request)).await;
+        let response = match outcome {
+            Err(_) => {
+                record_failure(cluster, &backend);
+                last_failure = Some(Failure::Timeout);
+                if policy.on_timeout && idempotent && replay.is_some() {
+                    continue;
+                }
+                break;
+            }
+            Ok(Err(())) => {
+                record_failure(cluster, &backend);
+                last_failure = Some(Failure::Reset);
+                if policy.on_reset && idempotent && replay.is_some() {
+                    continue;
+                }
+                break;
+            }
+            Ok(Ok(response)) => response,
+        };
+        let now = now_ms();
+        backend.observe_latency(sent_at.elapsed(), now);
+        let status = response.status().as_u16();
+        if status >= 500 {
+            backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+            if cluster.passive_5xx {
+                record_failure(cluster, &backend);
+            }
+            if !last && idempotent && replay.is_some() && policy.on_status.contains(&status) {
+                continue;
+            }
+        } else {
+            backend.record_success();
+        }
+        let (mut response_parts, incoming) = response.into_parts();
+        strip_response_hop_headers(&mut response_parts.headers);
+        let _ = &mut lease;
+        return Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+    }
+    metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
+    match last_failure {
+        Some(Failure::Timeout) => status_response(StatusCode::GATEWAY_TIMEOUT, false),
+        _ => status_response(StatusCode::BAD_GATEWAY, false),
+    }
+}
+
+/// Sends on `sender`; when a pooled connection turns out closed before the
+/// request was written, sends again on a fresh connection to the same backend
+/// (nothing reached the backend, so this is not a retry).
+async fn send_fresh_on_stale(
+    backend: &Backend,
+    cluster: &Cluster,
+    sender: &mut SendRequest<UpBody>,
+    request: Request<UpBody>,
+) -> Result<Response<Incoming>, ()> {
+    match sender.try_send_request(request).await {
+        Ok(response) => Ok(response),
+        Err(mut error) => {
+            let Some(request) = error.take_message() else { return Err(()) };
+            *sender = connect(backend, cluster.connect_timeout, false).await.ok_or(())?;
+            sender.send_request(request).await.map_err(|_| ())
+        }
+    }
+}
+
+fn record_failure(cluster: &Cluster, backend: &Backend) {
+    backend.counters.failures.fetch_add(1, Ordering::Relaxed);
+    if backend.record_failure(cluster.passive_failures, cluster.ejection_time, now_ms()) {
+        tracing::warn!(cluster = %cluster.name, backend = %backend.addr, "backend ejected after consecutive failures");
+    }
+}
+
+fn strip_response_hop_headers(headers: &mut http::HeaderMap) {
+    for name in [&header::CONNECTION, &KEEP_ALIVE, &header::TRANSFER_ENCODING, &PROXY_CONNECTION] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Forwards an `Upgrade` request on a dedicated connection and, on 101,
+/// splices the two upgraded streams together.
+async fn upgrade(
+    ctx: &ConnContext,
+    cluster: &Arc<Cluster>,
+    mut request: Request<Incoming>,
+    metrics: &ListenerMetrics,
+) -> Response<ProxyBody> {
+    let key = key_hash(ctx, cluster.hash_key.as_ref(), &request);
+    let client_upgrade = hyper::upgrade::on(&mut request);
+    let (mut parts, body) = request.into_parts();
+    prepare_head(&mut parts, ctx, true);
+    let mut tried = Vec::new();
+    let mut body = Some(body);
+    for _ in 0..(cluster.retry.attempts as usize).clamp(1, ATTEMPTS_MAX) {
+        let Some((index, backend)) = pick(cluster, key, &tried).await else { break };
+        tried.push(index);
+        let Some(mut sender) = connect(&backend, cluster.connect_timeout, true).await else {
+            record_failure(cluster, &backend);
+            continue;
+        };
+        let lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
+        let upstream_body: UpBody = Either::Right(Limited::new(body.take().expect("body is sent once"), usize::MAX));
+        let (p, ()) = clone_head(&parts).into_parts();
+        let Ok(mut response) = sender.send_request(Request::from_parts(p, upstream_body)).await else {
+            record_failure(cluster, &backend);
+            break;
+        };
+        backend.record_success();
+        if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            let (response_parts, incoming) = response.into_parts();
+            return Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            let _lease = lease;
+            if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+            }
+        });
+        let (response_parts, _) = response.into_parts();
+        return Response::from_parts(response_parts, ProxyBody::empty());
+    }
+    metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
+    if tried.is_empty() {
+        metrics.no_backend.fetch_add(1, Ordering::Relaxed);
+        return status_response(StatusCode::SERVICE_UNAVAILABLE, false);
+    }
+    status_response(StatusCode::BAD_GATEWAY, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_host_strips_ports() {
+        let request = Request::builder().uri("/").header("host", "Example.com:8080").body(()).expect("request");
+        assert_eq!(request_host(&request), Some("Example.com"));
+        let request = Request::builder().uri("/").header("host", "[::1]:80").body(()).expect("request");
+        assert_eq!(request_host(&request), Some("[::1]"));
+    }
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let request = Request::builder().uri("/").header("cookie", "a=1; sid=xyz; b=2").body(()).expect("request");
+        assert_eq!(cookie(&request, "sid"), Some("xyz"));
+        assert_eq!(cookie(&request, "c"), None);
+    }
+}
