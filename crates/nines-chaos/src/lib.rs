@@ -17,3 +17,11 @@ mod checker_tests;
 pub use history::{Command, Operation, Outcome, Response};
 pub use linearizability::{check_history, CheckLimits, CheckReport, OffendingHistory, Verdict};
 pub use lost_writes::{lost_acknowledged_writes, LostWrite};
+
+pub mod cluster;
+pub mod faults;
+pub mod http;
+pub mod report;
+pub mod rng;
+pub mod runner;
+pub mod workload;
