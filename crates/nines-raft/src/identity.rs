@@ -30,7 +30,10 @@ pub(crate) fn check_or_write(
     match fs::read(&path) {
         Ok(bytes) => {
             let found: Identity = serde_json::from_slice(&bytes).map_err(|e| {
-                format!("{} is unreadable ({e}); is this a nines data dir?", path.display())
+                format!(
+                    "{} is unreadable ({e}); is this a nines data dir?",
+                    path.display()
+                )
             })?;
             if found.name != name || found.member_id != member_id {
                 return Err(format!(

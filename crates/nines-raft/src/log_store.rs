@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogReader, RaftLogId};
+use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogId, RaftLogReader};
 
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
@@ -377,11 +377,17 @@ impl Wal {
                 };
                 if torn {
                     if Some(seg) != last_seg {
-                        return Err(corrupt(off, "record cut short inside a sealed segment".into()));
+                        return Err(corrupt(
+                            off,
+                            "record cut short inside a sealed segment".into(),
+                        ));
                     }
                     // A write cut short by a crash: the record was never acknowledged.
                     tracing::warn!(file = %path.display(), offset = off, "trimming a torn record at the end of the log");
-                    let f = OpenOptions::new().write(true).open(&path).map_err(io(&path))?;
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io(&path))?;
                     f.set_len(off as u64).map_err(io(&path))?;
                     f.sync_all().map_err(io(&path))?;
                     bytes.truncate(off);
@@ -614,10 +620,7 @@ impl Wal {
         self.flush_lazy_checked()?;
         self.current.sync_data()?;
         let path = segment_path(&self.wal_dir, first_index);
-        self.current = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        self.current = OpenOptions::new().create(true).append(true).open(&path)?;
         self.current_len = 0;
         self.segments.push(first_index);
         sync_dir(&self.wal_dir)

@@ -89,10 +89,14 @@ impl PeerPool {
     }
 
     fn client(&self, target: NodeId, node: &MemberNode) -> Result<PeerClient<Channel>, PeerError> {
-        let url = node.peer_urls.first().cloned().ok_or_else(|| PeerError::Unreachable {
-            peer: target,
-            reason: "member has no peer URL".into(),
-        })?;
+        let url = node
+            .peer_urls
+            .first()
+            .cloned()
+            .ok_or_else(|| PeerError::Unreachable {
+                peer: target,
+                reason: "member has no peer URL".into(),
+            })?;
         let mut map = self.channels.lock().expect("peer pool lock");
         let ch = match map.get(&(target, url.clone())) {
             Some(ch) => ch.clone(),
@@ -236,7 +240,9 @@ impl PeerConnection {
         match res {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
-            Err(e @ PeerError::Unreachable { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ PeerError::Unreachable { .. }) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

@@ -97,10 +97,11 @@ impl StateMachine {
         let path = snap_dir.join("current.snap");
         let (store, applied) = match fs::read(&path) {
             Ok(bytes) => {
-                let (meta, store) = decode_snapshot(&bytes).map_err(|reason| SmOpenError::Corrupt {
-                    path: path.clone(),
-                    reason,
-                })?;
+                let (meta, store) =
+                    decode_snapshot(&bytes).map_err(|reason| SmOpenError::Corrupt {
+                        path: path.clone(),
+                        reason,
+                    })?;
                 (store, (meta.last_log_id, meta.last_membership))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -126,7 +127,8 @@ impl StateMachine {
 /// Encodes a snapshot: `len | crc32 | header` followed by the store's own
 /// checksummed format.
 fn encode_snapshot(meta: &SnapshotMeta, store: &Store) -> Result<Vec<u8>, io::Error> {
-    let header = bincode::serialize(&SnapshotHeader { meta: meta.clone() }).map_err(io::Error::other)?;
+    let header =
+        bincode::serialize(&SnapshotHeader { meta: meta.clone() }).map_err(io::Error::other)?;
     let mut out = Vec::with_capacity(header.len() + 1024);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
@@ -215,7 +217,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(|e| sm_err(ErrorVerb::Write, e))?
-        .map_err(|e| StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e))?;
+        .map_err(|e| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Write, e)
+        })?;
         Ok(Snapshot {
             meta: res.0,
             snapshot: Box::new(Cursor::new(res.1)),
@@ -303,17 +307,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             )
         })?;
         // Invariant: the file describes the snapshot openraft says it installs.
-        assert_eq!(file_meta.last_log_id, meta.last_log_id, "snapshot meta mismatch");
+        assert_eq!(
+            file_meta.last_log_id, meta.last_log_id,
+            "snapshot meta mismatch"
+        );
         self.shared.persist(&bytes).map_err(|e| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Write, e)
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(Some(meta.signature())),
+                ErrorVerb::Write,
+                e,
+            )
         })?;
         let mut st = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
         *st = store;
         *applied = (meta.last_log_id, meta.last_membership.clone());
-        self.shared
-            .applied_index
-            .store(meta.last_log_id.map(|l| l.index).unwrap_or(0), Ordering::Release);
+        self.shared.applied_index.store(
+            meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            Ordering::Release,
+        );
         Ok(())
     }
 
@@ -323,7 +335,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })?;
         let Some(bytes) = bytes else { return Ok(None) };
         let (meta, _) = decode_snapshot(&bytes).map_err(|reason| {
-            StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, io::Error::other(reason))
+            StorageError::from_io_error(
+                ErrorSubject::Snapshot(None),
+                ErrorVerb::Read,
+                io::Error::other(reason),
+            )
         })?;
         Ok(Some(Snapshot {
             meta,

@@ -188,10 +188,20 @@ fn compare_from_pb(c: pb::Compare) -> Result<st::Compare, TxnShapeError> {
     })
 }
 
-/// A transaction result as etcd's message; nested headers are filled with
-/// `header`, as etcd does.
+/// A transaction result as etcd's message. The top header is `header`;
+/// nested responses carry only the revision, as etcd's do.
 pub fn txn_to_pb(t: st::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResponse {
+    let mut out = txn_to_pb_nested(t, header.revision);
+    out.header = Some(*header);
+    out
+}
+
+fn txn_to_pb_nested(t: st::TxnResponse, revision: i64) -> pb::TxnResponse {
     use pb::response_op::Response;
+    let header = &pb::ResponseHeader {
+        revision,
+        ..Default::default()
+    };
     pb::TxnResponse {
         header: Some(*header),
         succeeded: t.succeeded,
@@ -214,7 +224,7 @@ pub fn txn_to_pb(t: st::TxnResponse, header: &pb::ResponseHeader) -> pb::TxnResp
                             ..delete_to_pb(r)
                         })
                     }
-                    st::ResponseOp::Txn(t) => Response::ResponseTxn(txn_to_pb(t, header)),
+                    st::ResponseOp::Txn(t) => Response::ResponseTxn(txn_to_pb_nested(t, revision)),
                 }),
             })
             .collect(),
@@ -227,8 +237,11 @@ pub fn txn_ops_exceed(t: &pb::TxnRequest, max: usize) -> bool {
     if t.compare.len() > max || t.success.len() > max || t.failure.len() > max {
         return true;
     }
-    t.success.iter().chain(&t.failure).any(|op| match &op.request {
-        Some(pb::request_op::Request::RequestTxn(inner)) => txn_ops_exceed(inner, max),
-        _ => false,
-    })
+    t.success
+        .iter()
+        .chain(&t.failure)
+        .any(|op| match &op.request {
+            Some(pb::request_op::Request::RequestTxn(inner)) => txn_ops_exceed(inner, max),
+            _ => false,
+        })
 }

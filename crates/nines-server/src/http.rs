@@ -22,7 +22,7 @@ struct HttpState {
 pub fn router(node: RaftNode, fault_injection: bool) -> Router {
     Router::new()
         .route("/health", get(health))
-        .route("/ready", get(health))
+        .route("/ready", get(ready))
         .route("/v1/cluster", get(cluster))
         .route("/v1/debug/faults", put(set_faults))
         .with_state(HttpState {
@@ -43,13 +43,35 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 async fn health(State(s): State<HttpState>) -> Response {
     let st = s.node.status();
     match st.leader {
-        Some(leader) => Json(json!({"health": "true", "leader": format!("{leader:x}")})).into_response(),
+        Some(leader) => {
+            Json(json!({"health": "true", "leader": format!("{leader:x}")})).into_response()
+        }
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"health": "false", "reason": "no leader"})),
         )
             .into_response(),
     }
+}
+
+/// Ready: a leader is known and this member's client URLs are published, so
+/// it is fully visible in member lists.
+async fn ready(State(s): State<HttpState>) -> Response {
+    if s.node.status().leader.is_none() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_leader",
+            "no leader is known",
+        );
+    }
+    if !s.node.is_published() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_published",
+            "client URLs not yet published",
+        );
+    }
+    Json(json!({"ready": true})).into_response()
 }
 
 #[derive(Serialize)]

@@ -54,13 +54,19 @@ impl KvService {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
         let req = req.into_inner();
         if req.key.is_empty() {
             return Err(errors::empty_key());
         }
         if !req.serializable {
-            self.node.read_barrier().await.map_err(|e| errors::write(&e))?;
+            self.node
+                .read_barrier()
+                .await
+                .map_err(|e| errors::write(&e))?;
         }
         let range = convert::range_from_pb(req);
         let store = self.node.store();
@@ -79,7 +85,9 @@ impl Kv for KvService {
         if req.key.is_empty() {
             return Err(errors::empty_key());
         }
-        let (resp, header) = self.propose(Command::Put(convert::put_from_pb(req))).await?;
+        let (resp, header) = self
+            .propose(Command::Put(convert::put_from_pb(req)))
+            .await?;
         let CommandResponse::Put(p) = resp else {
             return Err(Status::internal("put answered with another response"));
         };
@@ -118,7 +126,10 @@ impl Kv for KvService {
         }
         let txn = convert::txn_from_pb(req).map_err(|e| Status::invalid_argument(e.to_string()))?;
         if Store::is_read_only_txn(&txn) {
-            self.node.read_barrier().await.map_err(|e| errors::write(&e))?;
+            self.node
+                .read_barrier()
+                .await
+                .map_err(|e| errors::write(&e))?;
             let store = self.node.store();
             let res = store.txn_read(&txn).map_err(|e| errors::store(&e))?;
             let header = self.read_header(&store);

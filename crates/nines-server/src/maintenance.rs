@@ -58,12 +58,16 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
-    async fn alarm(&self, req: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(
+        &self,
+        req: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
         let req = req.into_inner();
         match pb::alarm_request::AlarmAction::try_from(req.action) {
             // No alarm is ever raised by this version (no quota yet), so the
             // list is truthfully empty and disarming is a no-op.
-            Ok(pb::alarm_request::AlarmAction::Get) | Ok(pb::alarm_request::AlarmAction::Deactivate) => {
+            Ok(pb::alarm_request::AlarmAction::Get)
+            | Ok(pb::alarm_request::AlarmAction::Deactivate) => {
                 Ok(Response::new(pb::AlarmResponse {
                     header: Some(self.header()),
                     alarms: Vec::new(),
@@ -73,7 +77,10 @@ impl Maintenance for MaintenanceService {
         }
     }
 
-    async fn status(&self, _req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _req: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let st = self.node.status();
         let (revision, db_size) = {
             let store = self.node.store();
@@ -113,17 +120,31 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
-        let (hash, _) = self.node.store().hash_kv(0).map_err(|e| errors::store(&e))?;
+    async fn hash(
+        &self,
+        _req: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        let (hash, _) = self
+            .node
+            .store()
+            .hash_kv(0)
+            .map_err(|e| errors::store(&e))?;
         Ok(Response::new(pb::HashResponse {
             header: Some(self.header()),
             hash,
         }))
     }
 
-    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
         let rev = req.into_inner().revision;
-        let (hash, compact_revision) = self.node.store().hash_kv(rev).map_err(|e| errors::store(&e))?;
+        let (hash, compact_revision) = self
+            .node
+            .store()
+            .hash_kv(rev)
+            .map_err(|e| errors::store(&e))?;
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.header()),
             hash,
@@ -133,7 +154,10 @@ impl Maintenance for MaintenanceService {
 
     type SnapshotStream = SnapshotStream;
 
-    async fn snapshot(&self, _req: Request<pb::SnapshotRequest>) -> Result<Response<SnapshotStream>, Status> {
+    async fn snapshot(
+        &self,
+        _req: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<SnapshotStream>, Status> {
         Err(not_yet("Maintenance.Snapshot"))
     }
 
@@ -147,7 +171,10 @@ impl Maintenance for MaintenanceService {
 
 #[tonic::async_trait]
 impl Cluster for MaintenanceService {
-    async fn member_add(&self, _r: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+    async fn member_add(
+        &self,
+        _r: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(not_yet("Cluster.MemberAdd"))
     }
 

@@ -1,1 +1,324 @@
-//! nines-testkit.
+//! Test helpers: a cluster of real `nines server` processes on loopback,
+//! with free ports, data in a temporary directory, and the faults tests
+//! need (kill -9, SIGSTOP/SIGCONT, restart). Every process is killed by PID
+//! when the cluster is dropped. Tests only; never linked into the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// One member process.
+pub struct Member {
+    /// Its `--name`.
+    pub name: String,
+    /// Client (gRPC) address, host:port.
+    pub client: String,
+    /// Peer address, host:port.
+    pub peer: String,
+    /// HTTP API address, host:port.
+    pub http: String,
+    child: Option<Child>,
+}
+
+/// A cluster of member processes, stopped and cleaned up on drop.
+pub struct Cluster {
+    exe: PathBuf,
+    dir: tempfile::TempDir,
+    /// The members, in `--initial-cluster` order.
+    pub members: Vec<Member>,
+    initial: String,
+    extra: Vec<String>,
+}
+
+/// Picks `n` distinct free loopback ports.
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let ls = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ls
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0))
+        .collect())
+}
+
+impl Cluster {
+    /// Starts `n` members of a new cluster with `extra` flags on each.
+    pub fn start(exe: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let ports = free_ports(n * 3)?;
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("n{}", i + 1),
+                client: format!("127.0.0.1:{}", ports[3 * i]),
+                peer: format!("127.0.0.1:{}", ports[3 * i + 1]),
+                http: format!("127.0.0.1:{}", ports[3 * i + 2]),
+                child: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://{}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = Cluster {
+            exe: exe.to_path_buf(),
+            dir,
+            members,
+            initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    /// The data directory of member `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(&self.members[i].name)
+    }
+
+    /// The log file of member `i` (appended across restarts).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}.log", self.members[i].name))
+    }
+
+    /// The command line member `i` starts with.
+    pub fn command(&self, i: usize) -> Command {
+        let m = &self.members[i];
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg("server")
+            .args(["--name", &m.name])
+            .arg("--data-dir")
+            .arg(self.data_dir(i))
+            .args(["--listen-client-urls", &format!("http://{}", m.client)])
+            .args(["--advertise-client-urls", &format!("http://{}", m.client)])
+            .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://{}", m.peer),
+            ])
+            .args(["--initial-cluster", &self.initial])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--http-addr", &m.http])
+            .args(&self.extra);
+        cmd
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))?;
+        let child = self
+            .command(i)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.members[i].name))?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// All client endpoints, host:port.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// Client endpoints of the members that are running.
+    pub fn live_endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.clone())
+            .collect()
+    }
+
+    /// Whether member `i` runs.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.members[i].child.is_some()
+    }
+
+    /// `kill -9` member `i` and reap it.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Restarts member `i` from its data dir.
+    pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.spawn(i)
+    }
+
+    /// Sends SIGSTOP (`pause = true`) or SIGCONT to member `i`.
+    pub fn pause(&self, i: usize, pause: bool) {
+        if let Some(c) = &self.members[i].child {
+            let sig = if pause {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            let _ = kill(Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Waits until member `i`'s process exits, returning its exit code.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(c) = self.members[i].child.as_mut() else {
+                bail!("member {i} is not running");
+            };
+            if let Some(st) = c.try_wait()? {
+                self.members[i].child = None;
+                return Ok(st.code());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "member {} did not exit within {timeout:?}",
+                    self.members[i].name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The cluster view of member `i` (`GET /v1/cluster`), if it answers.
+    pub async fn cluster_view(&self, i: usize) -> Option<serde_json::Value> {
+        let (status, body) = http_get(&self.members[i].http, "/v1/cluster").await?;
+        if status != 200 {
+            return None;
+        }
+        serde_json::from_str(&body).ok()
+    }
+
+    /// Waits until a running member reports a leader that is running too,
+    /// and returns the leader's index.
+    pub async fn wait_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for i in 0..self.members.len() {
+                if !self.is_running(i) {
+                    continue;
+                }
+                if let Some(v) = self.cluster_view(i).await {
+                    if let Some(name) = v["leader"].as_str() {
+                        if let Some(l) = self.members.iter().position(|m| m.name == name) {
+                            if self.is_running(l) {
+                                return Ok(l);
+                            }
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("no leader within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running member answers `GET /ready` with 200.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for i in 0..self.members.len() {
+            if !self.is_running(i) {
+                continue;
+            }
+            while http_get(&self.members[i].http, "/ready").await.map(|r| r.0) != Some(200) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "member {} not ready within {timeout:?}",
+                        self.members[i].name
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every running member reports the same leader.
+    pub async fn wait_agreed_leader(&self, timeout: Duration) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut names = Vec::new();
+            for i in 0..self.members.len() {
+                if self.is_running(i) {
+                    names.push(
+                        self.cluster_view(i)
+                            .await
+                            .and_then(|v| v["leader"].as_str().map(String::from)),
+                    );
+                }
+            }
+            if let Some(Some(first)) = names.first() {
+                if names.iter().all(|n| n.as_deref() == Some(first.as_str())) {
+                    if let Some(l) = self.members.iter().position(|m| &m.name == first) {
+                        return Ok(l);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("members did not agree on a leader within {timeout:?}: {names:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.pause(i, false);
+            self.kill(i);
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: (status, body), or None when unreachable.
+pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_request(addr, "GET", path, None).await
+}
+
+/// A plain HTTP/1.0 request with an optional JSON body.
+pub async fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let body = body.unwrap_or("");
+        let req = format!(
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.take(8 << 20).read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
+}

@@ -16,7 +16,12 @@ pub struct KvArgs {
     #[command(subcommand)]
     op: KvOp,
     /// Output format: simple or json.
-    #[arg(short = 'w', long = "write-out", global = true, default_value = "simple")]
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        default_value = "simple"
+    )]
     write_out: String,
 }
 
@@ -108,17 +113,28 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
     let json = args.write_out == "json";
     let mut out = std::io::stdout().lock();
     match args.op {
-        KvOp::Put { key, value, lease, prev_kv } => {
+        KvOp::Put {
+            key,
+            value,
+            lease,
+            prev_kv,
+        } => {
             let mut opts = PutOptions::new();
             if let Some(l) = lease {
-                opts = opts.with_lease(i64::from_str_radix(&l, 16).context("--lease must be a hex lease id")?);
+                opts = opts.with_lease(
+                    i64::from_str_radix(&l, 16).context("--lease must be a hex lease id")?,
+                );
             }
             if prev_kv {
                 opts = opts.with_prev_key();
             }
             let resp = client.put(key, value, Some(opts)).await?;
             if json {
-                writeln!(out, "{}", serde_json::json!({"header": header_json(resp.header())}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"header": header_json(resp.header())})
+                )?;
             } else {
                 writeln!(out, "OK")?;
                 if let Some(kv) = resp.prev_key() {
@@ -129,7 +145,19 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
                 }
             }
         }
-        KvOp::Get { key, range_end, prefix, from_key, rev, limit, keys_only, print_value_only, count_only, serializable, order } => {
+        KvOp::Get {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            rev,
+            limit,
+            keys_only,
+            print_value_only,
+            count_only,
+            serializable,
+            order,
+        } => {
             let mut opts = GetOptions::new().with_revision(rev).with_limit(limit);
             opts = range_opts_get(opts, range_end, prefix, from_key);
             if keys_only {
@@ -150,7 +178,11 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
             let resp = client.get(key, Some(opts)).await?;
             if json {
                 let kvs: Vec<_> = resp.kvs().iter().map(kv_json).collect();
-                writeln!(out, "{}", serde_json::json!({"header": header_json(resp.header()), "kvs": kvs, "more": resp.more(), "count": resp.count()}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"header": header_json(resp.header()), "kvs": kvs, "more": resp.more(), "count": resp.count()})
+                )?;
             } else if count_only {
                 writeln!(out, "{}", resp.count())?;
             } else {
@@ -166,7 +198,13 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
                 }
             }
         }
-        KvOp::Del { key, range_end, prefix, from_key, prev_kv } => {
+        KvOp::Del {
+            key,
+            range_end,
+            prefix,
+            from_key,
+            prev_kv,
+        } => {
             let mut opts = DeleteOptions::new();
             if let Some(end) = range_end {
                 opts = opts.with_range(end);
@@ -180,7 +218,11 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
             }
             let resp = client.delete(key, Some(opts)).await?;
             if json {
-                writeln!(out, "{}", serde_json::json!({"header": header_json(resp.header()), "deleted": resp.deleted()}))?;
+                writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"header": header_json(resp.header()), "deleted": resp.deleted()})
+                )?;
             } else {
                 writeln!(out, "{}", resp.deleted())?;
                 for kv in resp.prev_kvs() {
@@ -194,7 +236,15 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
         KvOp::Txn => {
             let txn = parse_txn(std::io::stdin().lock())?;
             let resp = client.txn(txn).await?;
-            writeln!(out, "{}", if resp.succeeded() { "SUCCESS" } else { "FAILURE" })?;
+            writeln!(
+                out,
+                "{}",
+                if resp.succeeded() {
+                    "SUCCESS"
+                } else {
+                    "FAILURE"
+                }
+            )?;
             for op in resp.op_responses() {
                 writeln!(out)?;
                 match op {
@@ -220,7 +270,12 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn range_opts_get(opts: GetOptions, range_end: Option<String>, prefix: bool, from_key: bool) -> GetOptions {
+fn range_opts_get(
+    opts: GetOptions,
+    range_end: Option<String>,
+    prefix: bool,
+    from_key: bool,
+) -> GetOptions {
     if let Some(end) = range_end {
         opts.with_range(end)
     } else if prefix {
@@ -234,7 +289,9 @@ fn range_opts_get(opts: GetOptions, range_end: Option<String>, prefix: bool, fro
 
 fn header_json(h: Option<&etcd_client::ResponseHeader>) -> serde_json::Value {
     match h {
-        Some(h) => serde_json::json!({"cluster_id": h.cluster_id(), "member_id": h.member_id(), "revision": h.revision(), "raft_term": h.raft_term()}),
+        Some(h) => {
+            serde_json::json!({"cluster_id": h.cluster_id(), "member_id": h.member_id(), "revision": h.revision(), "raft_term": h.raft_term()})
+        }
         None => serde_json::Value::Null,
     }
 }
@@ -263,12 +320,24 @@ fn parse_txn(input: impl BufRead) -> anyhow::Result<Txn> {
             sections.push(Vec::new());
             continue;
         }
-        sections.last_mut().expect("one section").push(line.to_string());
+        sections
+            .last_mut()
+            .expect("one section")
+            .push(line.to_string());
     }
     sections.resize(3, Vec::new());
-    let compares = sections[0].iter().map(|l| parse_compare(l)).collect::<anyhow::Result<Vec<_>>>()?;
-    let success = sections[1].iter().map(|l| parse_op(l)).collect::<anyhow::Result<Vec<_>>>()?;
-    let failure = sections[2].iter().map(|l| parse_op(l)).collect::<anyhow::Result<Vec<_>>>()?;
+    let compares = sections[0]
+        .iter()
+        .map(|l| parse_compare(l))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let success = sections[1]
+        .iter()
+        .map(|l| parse_op(l))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let failure = sections[2]
+        .iter()
+        .map(|l| parse_op(l))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Txn::new().when(compares).and_then(success).or_else(failure))
 }
 
@@ -305,7 +374,9 @@ fn words(line: &str) -> Vec<String> {
 fn parse_compare(line: &str) -> anyhow::Result<Compare> {
     // e.g. value("key") = "v"   mod("key") > "5"
     let open = line.find('(').context("compare needs TARGET(\"KEY\")")?;
-    let close = line.rfind(')').context("compare needs a closing parenthesis")?;
+    let close = line
+        .rfind(')')
+        .context("compare needs a closing parenthesis")?;
     let target = line[..open].trim();
     let key = line[open + 1..close].trim().trim_matches('"').to_string();
     let rest = words(&line[close + 1..]);
@@ -319,7 +390,11 @@ fn parse_compare(line: &str) -> anyhow::Result<Compare> {
         "<" => CompareOp::Less,
         o => bail!("unknown compare operator {o:?}"),
     };
-    let num = || rest[1].parse::<i64>().with_context(|| format!("{target} compares with a number, not {:?}", rest[1]));
+    let num = || {
+        rest[1]
+            .parse::<i64>()
+            .with_context(|| format!("{target} compares with a number, not {:?}", rest[1]))
+    };
     Ok(match target {
         "value" | "val" => Compare::value(key, op, rest[1].clone()),
         "version" | "ver" => Compare::version(key, op, num()?),
@@ -335,11 +410,19 @@ fn parse_op(line: &str) -> anyhow::Result<TxnOp> {
     match w.first().map(String::as_str) {
         Some("put") if w.len() >= 3 => Ok(TxnOp::put(w[1].clone(), w[2].clone(), None)),
         Some("get") if w.len() >= 2 => {
-            let opts = if w.iter().any(|x| x == "--prefix") { Some(GetOptions::new().with_prefix()) } else { None };
+            let opts = if w.iter().any(|x| x == "--prefix") {
+                Some(GetOptions::new().with_prefix())
+            } else {
+                None
+            };
             Ok(TxnOp::get(w[1].clone(), opts))
         }
         Some("del") if w.len() >= 2 => {
-            let opts = if w.iter().any(|x| x == "--prefix") { Some(DeleteOptions::new().with_prefix()) } else { None };
+            let opts = if w.iter().any(|x| x == "--prefix") {
+                Some(DeleteOptions::new().with_prefix())
+            } else {
+                None
+            };
             Ok(TxnOp::delete(w[1].clone(), opts))
         }
         _ => bail!("unknown txn operation {line:?}: use put KEY VALUE, get KEY, del KEY"),
@@ -350,7 +433,13 @@ fn parse_op(line: &str) -> anyhow::Result<TxnOp> {
 pub async fn connect_client(endpoints: &[String]) -> anyhow::Result<Client> {
     let eps: Vec<String> = endpoints
         .iter()
-        .map(|e| if e.contains("://") { e.clone() } else { format!("http://{e}") })
+        .map(|e| {
+            if e.contains("://") {
+                e.clone()
+            } else {
+                format!("http://{e}")
+            }
+        })
         .collect();
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(std::time::Duration::from_secs(3))

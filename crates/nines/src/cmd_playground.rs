@@ -46,8 +46,6 @@ pub struct Member {
 pub struct LocalCluster {
     /// The members.
     pub members: Vec<Member>,
-    /// Where their data lives.
-    pub dir: PathBuf,
 }
 
 impl LocalCluster {
@@ -79,7 +77,10 @@ impl LocalCluster {
                 .args(["--listen-client-urls", &format!("http://{}", m.client)])
                 .args(["--advertise-client-urls", &format!("http://{}", m.client)])
                 .args(["--listen-peer-urls", &format!("http://{}", m.peer)])
-                .args(["--initial-advertise-peer-urls", &format!("http://{}", m.peer)])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &format!("http://{}", m.peer),
+                ])
                 .args(["--initial-cluster", &initial])
                 .args(["--initial-cluster-state", "new"])
                 .args(["--http-addr", &m.http])
@@ -90,10 +91,7 @@ impl LocalCluster {
                 .with_context(|| format!("cannot start member {}", m.name))?;
             m.child = Some(child);
         }
-        Ok(LocalCluster {
-            members,
-            dir: dir.to_path_buf(),
-        })
+        Ok(LocalCluster { members })
     }
 
     /// The comma-separated client endpoints.
@@ -175,10 +173,16 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         s.take(1 << 20).read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf).to_string();
         let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default();
         Some((status, body))
     };
-    tokio::time::timeout(Duration::from_secs(2), fut).await.ok().flatten()
+    tokio::time::timeout(Duration::from_secs(2), fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// The leader's name and term as some member reports it.
@@ -197,7 +201,10 @@ async fn leader_view(cluster: &LocalCluster) -> Option<(String, u64)> {
 /// Runs the playground until Ctrl-C.
 pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     if ![1, 3, 5, 7].contains(&args.members) {
-        bail!("--members must be 1, 3, 5 or 7 (a cluster of {} has no better quorum)", args.members);
+        bail!(
+            "--members must be 1, 3, 5 or 7 (a cluster of {} has no better quorum)",
+            args.members
+        );
     }
     let exe = std::env::current_exe().context("cannot find the nines binary")?;
     let (dir, remove) = match &args.data_dir {
@@ -206,17 +213,28 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             (d.clone(), false)
         }
         None => {
-            let base = std::env::temp_dir().join(format!("nines-playground-{}", std::process::id()));
-            std::fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
+            let base =
+                std::env::temp_dir().join(format!("nines-playground-{}", std::process::id()));
+            std::fs::create_dir_all(&base)
+                .with_context(|| format!("cannot create {}", base.display()))?;
             (base, !args.keep_data)
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut cluster = LocalCluster::start(&exe, args.members, &dir)?;
     let result = rt.block_on(async {
-        println!("nines playground: {} members, data and logs in {}", args.members, dir.display());
+        println!(
+            "nines playground: {} members, data and logs in {}",
+            args.members,
+            dir.display()
+        );
         for m in &cluster.members {
-            println!("  {}  client {}  peer {}  http {}", m.name, m.client, m.peer, m.http);
+            println!(
+                "  {}  client {}  peer {}  http {}",
+                m.name, m.client, m.peer, m.http
+            );
         }
         let deadline = Instant::now() + Duration::from_secs(args.startup_timeout);
         let (mut leader, mut term) = loop {
@@ -225,16 +243,29 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             }
             let gone = cluster.exited();
             if !gone.is_empty() {
-                bail!("member {} exited during startup ({}); see {}/{}.log", gone[0].0, gone[0].1, dir.display(), gone[0].0);
+                bail!(
+                    "member {} exited during startup ({}); see {}/{}.log",
+                    gone[0].0,
+                    gone[0].1,
+                    dir.display(),
+                    gone[0].0
+                );
             }
             if Instant::now() > deadline {
-                bail!("no leader after {} s; see the member logs in {}", args.startup_timeout, dir.display());
+                bail!(
+                    "no leader after {} s; see the member logs in {}",
+                    args.startup_timeout,
+                    dir.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         println!("endpoints: {}", cluster.endpoints());
         println!("dashboard: http://{}/", cluster.members[0].http);
-        println!("try: etcdctl --endpoints={} put hello world", cluster.endpoints());
+        println!(
+            "try: etcdctl --endpoints={} put hello world",
+            cluster.endpoints()
+        );
         println!("leader: {leader} (term {term})");
         println!("Ctrl-C stops every member.");
         let stop = crate::shutdown_signal();

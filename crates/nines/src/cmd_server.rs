@@ -49,7 +49,9 @@ pub struct ServerArgs {
     /// Leader heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_interval: Option<u64>,
-    /// Election timeout in milliseconds (default 500; randomized up to twice that).
+    /// Base election timeout in milliseconds (default 200, randomized up to
+    /// twice that). A follower that hears no leader for the randomized timeout
+    /// plus the leader lease (twice the base) starts an election.
     #[arg(long)]
     pub election_timeout: Option<u64>,
     /// Log entries between snapshots (default 10000).
@@ -95,11 +97,28 @@ impl ServerArgs {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
         let text = text.replace('_', "-");
-        let file: ServerArgs = toml::from_str(&text)
-            .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
-        fill!(self, file, name, data_dir, listen_client_urls, advertise_client_urls, listen_peer_urls,
-            initial_advertise_peer_urls, initial_cluster, initial_cluster_state, http_addr, dns_addr,
-            heartbeat_interval, election_timeout, snapshot_count, max_request_bytes, max_txn_ops, request_timeout);
+        let file: ServerArgs =
+            toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        fill!(
+            self,
+            file,
+            name,
+            data_dir,
+            listen_client_urls,
+            advertise_client_urls,
+            listen_peer_urls,
+            initial_advertise_peer_urls,
+            initial_cluster,
+            initial_cluster_state,
+            http_addr,
+            dns_addr,
+            heartbeat_interval,
+            election_timeout,
+            snapshot_count,
+            max_request_bytes,
+            max_txn_ops,
+            request_timeout
+        );
         self.unsafe_fault_injection |= file.unsafe_fault_injection;
         self.unsafe_stale_reads |= file.unsafe_stale_reads;
         self.unsafe_lazy_fsync |= file.unsafe_lazy_fsync;
@@ -110,8 +129,16 @@ impl ServerArgs {
     pub fn into_config(self) -> anyhow::Result<ServerConfig> {
         let a = self.merge_config_file()?;
         let name = a.name.unwrap_or_else(|| "default".into());
-        let listen_client_urls = split(a.listen_client_urls.as_deref().unwrap_or("http://127.0.0.1:2379"));
-        let listen_peer_urls = split(a.listen_peer_urls.as_deref().unwrap_or("http://127.0.0.1:2380"));
+        let listen_client_urls = split(
+            a.listen_client_urls
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:2379"),
+        );
+        let listen_peer_urls = split(
+            a.listen_peer_urls
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:2380"),
+        );
         let advertise_client_urls = a
             .advertise_client_urls
             .map(|s| split(&s))
@@ -130,11 +157,13 @@ impl ServerArgs {
             other => bail!("--initial-cluster-state must be `new` or `existing`, not {other:?}"),
         };
         let heartbeat_ms = a.heartbeat_interval.unwrap_or(100);
-        let election_min_ms = a.election_timeout.unwrap_or(500);
-        if heartbeat_ms == 0 || election_min_ms <= heartbeat_ms * 2 {
-            bail!("--election-timeout ({election_min_ms} ms) must be more than twice --heartbeat-interval ({heartbeat_ms} ms)");
+        let election_min_ms = a.election_timeout.unwrap_or(200);
+        if heartbeat_ms == 0 || election_min_ms < heartbeat_ms * 2 {
+            bail!("--election-timeout ({election_min_ms} ms) must be at least twice --heartbeat-interval ({heartbeat_ms} ms)");
         }
-        let max_request_bytes = a.max_request_bytes.unwrap_or(nines_server::REQUEST_BYTES_MAX_DEFAULT);
+        let max_request_bytes = a
+            .max_request_bytes
+            .unwrap_or(nines_server::REQUEST_BYTES_MAX_DEFAULT);
         if max_request_bytes == 0 || max_request_bytes > 64 * 1024 * 1024 {
             bail!("--max-request-bytes must be between 1 and 67108864");
         }
@@ -144,7 +173,9 @@ impl ServerArgs {
         }
         Ok(ServerConfig {
             listen_client: url_addr(&listen_client_urls[0]).context("--listen-client-urls")?,
-            http_addr: a.http_addr.unwrap_or_else(|| "127.0.0.1:2381".parse().expect("literal")),
+            http_addr: a
+                .http_addr
+                .unwrap_or_else(|| "127.0.0.1:2381".parse().expect("literal")),
             limits: Limits {
                 request_bytes_max: max_request_bytes,
                 txn_ops_max,
@@ -175,7 +206,10 @@ impl ServerArgs {
 }
 
 fn split(s: &str) -> Vec<String> {
-    s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
+    s.split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// `name=url,name=url` into pairs, refusing malformed entries.

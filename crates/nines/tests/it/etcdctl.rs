@@ -1,0 +1,217 @@
+//! The real `etcdctl` 3.4 against a 3-member nines cluster, side by side
+//! with a real etcd running the same command sequence: outputs must match
+//! once member ids, cluster ids and raft terms are masked.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{cluster, etcdctl, Out};
+
+/// A single-member etcd on free loopback ports, killed on drop.
+struct Etcd {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = nines_testkit::free_ports(2).expect("ports");
+        let client = format!("http://127.0.0.1:{}", ports[0]);
+        let peer = format!("http://127.0.0.1:{}", ports[1]);
+        let child = Command::new("etcd")
+            .args(["--name", "e1"])
+            .arg("--data-dir")
+            .arg(dir.path().join("e1"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("e1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd runs (install it with scripts/install-test-deps.sh)");
+        let endpoint = format!("127.0.0.1:{}", ports[0]);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while etcdctl(&endpoint, &["endpoint", "health"], None).code != 0 {
+            assert!(Instant::now() < deadline, "etcd did not become healthy");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Etcd {
+            child,
+            endpoint,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Masks what legitimately differs between two clusters: ids, terms, timings.
+fn normalize(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.lines() {
+        let mut l = line.to_string();
+        for field in ["\"cluster_id\":", "\"member_id\":", "\"raft_term\":"] {
+            while let Some(pos) = l.find(field) {
+                let start = pos + field.len();
+                let end = l[start..]
+                    .find(|c: char| !c.is_ascii_digit())
+                    .map(|e| start + e)
+                    .unwrap_or(l.len());
+                l = format!("{}{}X{}", &l[..pos], field.replace(':', "="), &l[end..]);
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+/// The user-facing error lines of etcdctl's stderr (its retry logs carry
+/// timestamps and connection ids that differ by nature).
+fn error_lines(s: &str) -> Vec<&str> {
+    s.lines().filter(|l| l.starts_with("Error")).collect()
+}
+
+/// The command sequence both sides run, with optional stdin.
+fn sequence() -> Vec<(Vec<&'static str>, Option<&'static str>)> {
+    vec![
+        (vec!["put", "foo", "bar"], None),
+        (vec!["put", "foo2", "baz"], None),
+        (vec!["put", "fop", "x"], None),
+        (vec!["put", "a", "1"], None),
+        (vec!["put", "foo", "bar2"], None),
+        (vec!["get", "foo"], None),
+        (vec!["get", "foo", "--prefix"], None),
+        (vec!["get", "a", "--from-key"], None),
+        (vec!["get", "foo", "--rev=2"], None),
+        (vec!["get", "foo", "--prefix", "--limit=1"], None),
+        (vec!["get", "foo", "--prefix", "--keys-only"], None),
+        (vec!["get", "foo", "--prefix", "--print-value-only"], None),
+        (vec!["get", "foo", "-w", "json"], None),
+        (vec!["get", "fo", "--prefix", "-w", "json"], None),
+        (vec!["get", "nothing"], None),
+        (vec!["get", "foo", "--rev=100"], None),
+        (vec!["del", "fop", "--prev-kv"], None),
+        (vec!["del", "foo", "--prefix"], None),
+        (vec!["del", "nothing"], None),
+        (vec!["put", "k", "v1"], None),
+        (
+            vec!["txn"],
+            Some("value(\"k\") = \"v1\"\n\nput k v2\nget k\n\nput k failed\n\n"),
+        ),
+        (
+            vec!["txn"],
+            Some("mod(\"k\") < \"3\"\n\nput k never\n\nget k\ndel a\n\n"),
+        ),
+        (
+            vec!["txn", "-w", "json"],
+            Some("version(\"k\") = \"2\"\n\nget k\n\n\n"),
+        ),
+        (vec!["get", "", "--from-key"], None),
+        (vec!["compaction", "5"], None),
+        (vec!["get", "foo", "--rev=3"], None),
+        (vec!["compaction", "4"], None),
+        (vec!["get", "k", "--rev=6"], None),
+    ]
+}
+
+fn run_all(endpoints: &str) -> Vec<Out> {
+    sequence()
+        .into_iter()
+        .map(|(args, stdin)| etcdctl(endpoints, &args, stdin))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_kv_commands_match_real_etcd() {
+    let c = cluster(3, &[]).await;
+    let nines_eps = c.endpoints().join(",");
+    let nines = run_all(&nines_eps);
+    let etcd = Etcd::start();
+    let reference = run_all(&etcd.endpoint);
+    for (i, ((args, _), (n, e))) in sequence()
+        .iter()
+        .zip(nines.iter().zip(&reference))
+        .enumerate()
+    {
+        assert_eq!(
+            n.code, e.code,
+            "step {i} {args:?}: exit code; nines stderr: {}",
+            n.stderr
+        );
+        assert_eq!(
+            normalize(&n.stdout),
+            normalize(&e.stdout),
+            "step {i} {args:?}: stdout"
+        );
+        assert_eq!(
+            error_lines(&n.stderr),
+            error_lines(&e.stderr),
+            "step {i} {args:?}: stderr"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_endpoint_and_member_commands_work() {
+    let c = cluster(3, &[]).await;
+    let eps = c.endpoints().join(",");
+    let health = etcdctl(&eps, &["endpoint", "health"], None);
+    assert_eq!(health.code, 0, "{}", health.stderr);
+    assert_eq!(
+        health.stdout.matches("is healthy").count() + health.stderr.matches("is healthy").count(),
+        3
+    );
+
+    let status = etcdctl(&eps, &["endpoint", "status", "-w", "json"], None);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("json status");
+    let rows = v.as_array().expect("array");
+    assert_eq!(rows.len(), 3);
+    let leaders: std::collections::BTreeSet<u64> = rows
+        .iter()
+        .map(|r| r["Status"]["leader"].as_u64().expect("leader id"))
+        .collect();
+    assert_eq!(leaders.len(), 1, "all members name one leader: {leaders:?}");
+    let member_ids: Vec<u64> = rows
+        .iter()
+        .map(|r| {
+            r["Status"]["header"]["member_id"]
+                .as_u64()
+                .expect("member id")
+        })
+        .collect();
+    assert!(member_ids.contains(leaders.iter().next().expect("one")));
+
+    let members = etcdctl(&eps, &["member", "list"], None);
+    assert_eq!(members.code, 0, "{}", members.stderr);
+    let lines: Vec<&str> = members.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", members.stdout);
+    for m in &c.members {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!(", {}, ", m.name)))
+            .unwrap_or_else(|| panic!("member {} listed: {}", m.name, members.stdout));
+        assert!(line.contains("started"), "{line}");
+        assert!(line.contains(&format!("http://{}", m.peer)), "{line}");
+        assert!(line.contains(&format!("http://{}", m.client)), "{line}");
+        assert!(line.ends_with("false"), "{line}");
+    }
+}

@@ -1,0 +1,11 @@
+//! Process-level tests of nines members: real `nines server` processes on
+//! loopback, driven by real clients (`etcdctl` and the `etcd-client` crate),
+//! killed, paused and partitioned.
+
+mod bad_input;
+mod etcdctl;
+mod failover;
+mod kv_client;
+mod partition;
+mod playground;
+mod support;
