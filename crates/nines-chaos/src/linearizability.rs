@@ -263,6 +263,7 @@ impl<'a> Register<'a> {
         let mut chunk = kept.len().div_ceil(2).max(1);
         loop {
             let mut start = 0;
+            let mut removed_any = false;
             while start < kept.len() {
                 if Instant::now() >= deadline {
                     return (kept, false);
@@ -279,12 +280,16 @@ impl<'a> Register<'a> {
                         == Verdict::NotLinearizable
                     {
                         kept = rest;
+                        removed_any = true;
                         continue;
                     }
                 }
                 start = end;
             }
-            if chunk == 1 {
+            // A deletion late in a pass (a refused compare-and-swap, a read)
+            // can unblock writes earlier in it, so single-operation passes
+            // repeat until nothing more goes.
+            if chunk == 1 && !removed_any {
                 return (kept, true);
             }
             chunk = chunk.div_ceil(2);

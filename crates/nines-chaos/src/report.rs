@@ -102,8 +102,7 @@ pub struct Report {
     pub availability_percent: f64,
     /// The longest time without a successful write, in ms.
     pub longest_write_gap_ms: u64,
-    /// Leader elections seen (distinct terms in which a leader was observed,
-    /// after the first).
+    /// Leader changes seen by polling every member's status.
     pub elections: u64,
     /// The injected faults, in order.
     pub faults: Vec<FaultRecord>,

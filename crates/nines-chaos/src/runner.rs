@@ -6,7 +6,7 @@
 //! removes its directory, the task sets abort their tasks. So dropping the
 //! future returned by [`run`] (Ctrl-C) or a panic leaves nothing behind.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -241,6 +241,11 @@ pub async fn run(
     while let Some(joined) = clients.join_next().await {
         history.extend(joined.map_err(ChaosError::ClientTask)?);
     }
+    if config.faults.contains(&FaultKind::KillAll) {
+        let record = final_crash(&mut cluster, &config, origin, &mut violations).await?;
+        observer(Progress::Fault(record.clone()));
+        faults.push(record);
+    }
     observer(Progress::FinalReads);
     let finals = final_reads(&endpoints, &config, origin, &mut history).await;
     let elections = match monitor.join_next().await {
@@ -473,6 +478,46 @@ async fn heal_all(
     Ok(())
 }
 
+/// With the workload stopped, crashes every member at once and restarts
+/// them: every write acknowledged so far must survive, which the final reads
+/// then check. Writes made after an earlier crash would hide a loss from the
+/// final reads, so this crash comes last.
+async fn final_crash(
+    cluster: &mut Cluster,
+    config: &ChaosConfig,
+    origin: Instant,
+    violations: &mut Vec<String>,
+) -> Result<FaultRecord, ChaosError> {
+    let start_ms = elapsed_ms(origin);
+    for index in 0..cluster.members().len() {
+        cluster.kill(index);
+    }
+    for index in 0..cluster.members().len() {
+        cluster.spawn(index)?;
+    }
+    let end_ms = elapsed_ms(origin);
+    let unhealthy = cluster.wait_ready(config.ready_timeout).await;
+    if !unhealthy.is_empty() {
+        violations.push(format!(
+            "after the final crash, members {unhealthy:?} were not healthy within {} ms",
+            config.ready_timeout.as_millis()
+        ));
+    }
+    Ok(FaultRecord {
+        kind: FaultKind::KillAll.name().to_string(),
+        target: "all".to_string(),
+        start_ms,
+        end_ms,
+        recovered_ms: if unhealthy.is_empty() {
+            elapsed_ms(origin)
+        } else {
+            0
+        },
+        longest_write_gap_ms: 0,
+        note: "after the workload, before the final reads".to_string(),
+    })
+}
+
 /// Reads every key through any member, retrying until `ready_timeout`;
 /// each attempt is recorded in the history. Returns the values read.
 async fn final_reads(
@@ -520,12 +565,16 @@ async fn final_reads(
 }
 
 /// Polls every member's status until `stop`; returns the number of leader
-/// elections seen (distinct terms with a leader, after the first).
+/// changes seen: each time the newest (term, leader) pair reported differs
+/// from the previous one. Counting changes rather than distinct terms keeps
+/// the figure right when a member comes back with an older term.
 async fn watch_elections(endpoints: Vec<String>, mut stop: watch::Receiver<bool>) -> u64 {
     let timeout = Duration::from_millis(300);
-    let mut terms = BTreeSet::new();
     let mut clients = vec![None; endpoints.len()];
+    let mut last_leadership: Option<(u64, u64)> = None;
+    let mut changes = 0u64;
     while !*stop.borrow() {
+        let mut newest: Option<(u64, u64)> = None;
         for (index, endpoint) in endpoints.iter().enumerate() {
             if clients[index].is_none() {
                 clients[index] = workload::connect(endpoint, timeout).await;
@@ -533,16 +582,22 @@ async fn watch_elections(endpoints: Vec<String>, mut stop: watch::Receiver<bool>
             if let Some(client) = clients[index].as_mut() {
                 match tokio::time::timeout(timeout, member_term(client)).await {
                     Ok(Some((term, leader))) if leader != 0 => {
-                        terms.insert(term);
+                        newest = newest.max(Some((term, leader)));
                     }
                     Ok(Some(_)) => {}
                     _ => clients[index] = None,
                 }
             }
         }
+        if let Some(leadership) = newest {
+            if last_leadership.is_some_and(|last| last != leadership) {
+                changes += 1;
+            }
+            last_leadership = Some(leadership);
+        }
         let _ = tokio::time::timeout(Duration::from_millis(200), stop.changed()).await;
     }
-    terms.len().saturating_sub(1) as u64
+    changes
 }
 
 /// Runs the checkers and assembles the report.

@@ -31,6 +31,9 @@ pub struct WorkloadConfig {
     pub cas_percent: u64,
 }
 
+/// Pause after a request that was not answered, before the next one.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
 /// The key name for key number `index`.
 pub fn key_name(index: usize) -> String {
     format!("chaos/k{index}")
@@ -93,13 +96,9 @@ pub async fn run_client(
             (Command::Cas { .. }, Outcome::Ok(Response::Cas(false))) => {
                 last_seen[key_index] = None;
             }
-            (_, Outcome::Failed | Outcome::Unknown) => {
-                // The member may be down, paused or cut off: try the next one.
-                connection = None;
-                endpoint = (endpoint + 1) % config.endpoints.len();
-            }
             _ => {}
         }
+        let answered = matches!(outcome, Outcome::Ok(_));
         history.push(Operation {
             client: client_id,
             key,
@@ -108,6 +107,13 @@ pub async fn run_client(
             complete_ns: complete.as_nanos() as u64,
             outcome,
         });
+        if !answered {
+            // The member may be down, paused or cut off: try the next one,
+            // after a short pause so a refused connection does not spin.
+            connection = None;
+            endpoint = (endpoint + 1) % config.endpoints.len();
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
     }
     history
 }
