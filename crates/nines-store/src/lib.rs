@@ -8,6 +8,23 @@
 //! ([`Store::range`], [`Store::txn_read`], [`Store::changes`]) never mutate.
 //! [`Store::write_snapshot`] and [`Store::read_snapshot`] move the whole
 //! state, history included, between members.
+//!
+//! The semantics are etcd 3.4's, with these deliberate differences, each
+//! chosen so that every key is written at most once per revision and no
+//! history a reader may still ask for is lost:
+//! - The duplicate-key check of a transaction treats a delete with
+//!   `range_end == [0]` as the range `>= key` it deletes, and refuses a put
+//!   in one nested transaction followed by a delete covering that key in a
+//!   later sibling (etcd accepts both and writes the key twice).
+//! - Compaction keeps a tombstone written exactly at the compaction
+//!   revision until the next compaction, so [`Store::changes`] from the
+//!   compaction revision (which etcd allows) still reports that delete.
+//! - Range results sorted by a non-key target keep key order among equal
+//!   values (etcd's sort is not stable).
+//! - [`Store::hash_kv`] accepts the compaction revision itself.
+//!
+//! Lease TTLs are stored as granted: clamping to a minimum TTL is the
+//! proposer's job, as it depends on the cluster's election timeout.
 #![forbid(unsafe_code)]
 
 mod error;

@@ -218,7 +218,7 @@ impl Store {
             return Ok(events);
         }
         let skip = (start - first) as usize;
-        for (offset, record) in self.log.iter().skip(skip).enumerate() {
+        for (offset, record) in self.log.range(skip..).enumerate() {
             if events.len() >= max_events {
                 break;
             }

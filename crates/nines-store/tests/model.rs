@@ -469,7 +469,7 @@ fn range_in(state: &State, req: &RangeRequest) -> RangeResponse {
     match order {
         SortOrder::None => {}
         SortOrder::Ascend => kvs.sort_by_key(key),
-        SortOrder::Descend => kvs.sort_by(|a, b| key(b).cmp(&key(a))),
+        SortOrder::Descend => kvs.sort_by_key(|kv| std::cmp::Reverse(key(kv))),
     }
     let mut more = false;
     if req.limit > 0 && kvs.len() > req.limit as usize {

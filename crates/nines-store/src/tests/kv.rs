@@ -435,3 +435,10 @@ fn debug_output_summarises_instead_of_dumping() {
         "{text}"
     );
 }
+
+#[test]
+fn store_and_applied_can_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Store>();
+    send_sync::<Applied>();
+}
