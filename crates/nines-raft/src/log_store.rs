@@ -145,6 +145,8 @@ impl LogStore {
         self.shared.mem.lock().expect("log mutex poisoned")
     }
 
+    // The error type is openraft's, and it is large; it is returned rarely.
+    #[allow(clippy::result_large_err)]
     fn send(&self, op: WalOp) -> Result<(), StorageError> {
         self.shared
             .tx
