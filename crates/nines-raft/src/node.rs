@@ -190,7 +190,7 @@ struct ReadRound {
 /// A running member's Raft side. Cheap to clone.
 #[derive(Clone)]
 pub struct RaftNode {
-    core: Arc<Core>,
+    pub(crate) core: Arc<Core>,
 }
 
 impl RaftNode {

@@ -2,6 +2,7 @@
 //! node, the HTTP API, and [`run`], which wires them to their listeners. The
 //! protobuf definitions live in `proto/` and are compiled at build time.
 
+pub mod cluster;
 pub mod convert;
 pub mod errors;
 pub mod http;

@@ -1,7 +1,6 @@
-//! `etcdserverpb.Maintenance` and `etcdserverpb.Cluster` as far as members
-//! report on themselves: Status, Hash, HashKV, Alarm (list), Defragment and
-//! MemberList. Membership changes, snapshots and leader moves are refused
-//! with `Unimplemented` until they are built (issue 3).
+//! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm (list),
+//! Defragment. Snapshots and leader moves are refused with `Unimplemented`
+//! until they are built.
 
 use std::pin::Pin;
 
@@ -11,7 +10,6 @@ use tonic::{Request, Response, Status};
 
 use crate::errors;
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 
 /// The etcd API version members report, so clients pick the v3.4 feature set.
@@ -29,12 +27,12 @@ impl MaintenanceService {
         MaintenanceService { node }
     }
 
-    fn header(&self) -> pb::ResponseHeader {
+    pub(crate) fn header(&self) -> pb::ResponseHeader {
         let rev = self.node.store().revision();
         crate::header(&self.node, rev)
     }
 
-    fn members(&self) -> Vec<pb::Member> {
+    pub(crate) fn members(&self) -> Vec<pb::Member> {
         self.node
             .status()
             .members
@@ -50,7 +48,7 @@ impl MaintenanceService {
     }
 }
 
-fn not_yet(what: &str) -> Status {
+pub(crate) fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not supported by this nines version"))
 }
 
@@ -166,46 +164,5 @@ impl Maintenance for MaintenanceService {
         _req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         Err(not_yet("Maintenance.MoveLeader"))
-    }
-}
-
-#[tonic::async_trait]
-impl Cluster for MaintenanceService {
-    async fn member_add(
-        &self,
-        _r: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(not_yet("Cluster.MemberAdd"))
-    }
-
-    async fn member_remove(
-        &self,
-        _r: Request<pb::MemberRemoveRequest>,
-    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(not_yet("Cluster.MemberRemove"))
-    }
-
-    async fn member_update(
-        &self,
-        _r: Request<pb::MemberUpdateRequest>,
-    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(not_yet("Cluster.MemberUpdate"))
-    }
-
-    async fn member_list(
-        &self,
-        _r: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Ok(Response::new(pb::MemberListResponse {
-            header: Some(self.header()),
-            members: self.members(),
-        }))
-    }
-
-    async fn member_promote(
-        &self,
-        _r: Request<pb::MemberPromoteRequest>,
-    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(not_yet("Cluster.MemberPromote"))
     }
 }
