@@ -590,7 +590,7 @@ const KEYS: &[&str] = &["a", "b", "b1", "c", "d"];
 
 fn key() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
-        20 => prop::sample::select(KEYS).prop_map(|k| k.as_bytes().to_vec()),
+        60 => prop::sample::select(KEYS).prop_map(|k| k.as_bytes().to_vec()),
         1 => Just(Vec::new()),
     ]
 }
@@ -611,7 +611,7 @@ fn put_request() -> impl Strategy<Value = PutRequest> {
     (
         key(),
         value(),
-        prop_oneof![4 => Just(0i64), 1 => 1i64..4],
+        prop_oneof![3 => Just(0i64), 2 => 1i64..4],
         any::<bool>(),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
@@ -637,8 +637,14 @@ fn delete_request() -> impl Strategy<Value = DeleteRangeRequest> {
 }
 
 fn range_request() -> impl Strategy<Value = RangeRequest> {
+    range_request_at(-1i64..12)
+}
+
+fn range_request_at(
+    revision: impl Strategy<Value = i64> + 'static,
+) -> impl Strategy<Value = RangeRequest> {
     (
-        (key(), range_end(), 0i64..4, -1i64..12),
+        (key(), range_end(), 0i64..4, revision),
         (
             prop::sample::select(&[SortOrder::None, SortOrder::Ascend, SortOrder::Descend][..]),
             prop::sample::select(
@@ -745,8 +751,10 @@ fn command() -> impl Strategy<Value = Command> {
         8 => put_request().prop_map(Command::Put),
         2 => delete_request().prop_map(Command::DeleteRange),
         4 => txn_request().prop_map(Command::Txn),
-        1 => (-1i64..14).prop_map(|revision| Command::Compact { revision }),
-        1 => (0i64..4, 1i64..100).prop_map(|(id, ttl_secs)| Command::LeaseGrant { id, ttl_secs }),
+        // A percentage of the revision reached, scaled when the step runs.
+        1 => (-1i64..=100).prop_map(|revision| Command::Compact { revision }),
+        2 => (prop_oneof![9 => 1i64..4, 1 => Just(0i64)], 1i64..100)
+            .prop_map(|(id, ttl_secs)| Command::LeaseGrant { id, ttl_secs }),
         1 => (0i64..4).prop_map(|id| Command::LeaseRevoke { id }),
     ]
 }
@@ -760,11 +768,11 @@ struct Probe {
 
 fn probe() -> impl Strategy<Value = Probe> {
     (
-        prop::collection::vec(range_request(), 1..4),
+        prop::collection::vec(range_request_at(-1i64..=100), 1..4),
         (
             prop::sample::select(KEYS).prop_map(|k| k.as_bytes().to_vec()),
             range_end(),
-            -1i64..14,
+            -1i64..=100,
             0usize..6,
         ),
     )
@@ -879,20 +887,43 @@ fn assert_same_store(a: &Store, b: &Store) {
     );
 }
 
+/// Maps a percentage in `0..=100` onto `0..=reached + 1`; negatives stay.
+fn scale(percent: i64, reached: i64) -> i64 {
+    if percent < 0 {
+        percent
+    } else {
+        percent * (reached + 1) / 100
+    }
+}
+
 fn run(steps: &[(Command, Probe)]) -> Store {
     let mut store = Store::new();
     let mut model = Model::new();
     for (cmd, probe) in steps {
-        check_step(&mut store, &mut model, cmd, probe);
+        // Compaction and probe revisions are generated as percentages of the
+        // revision reached, so they land on kept, compacted and future ones.
+        let reached = model.revision();
+        let cmd = match cmd {
+            Command::Compact { revision } => Command::Compact {
+                revision: scale(*revision, reached),
+            },
+            other => other.clone(),
+        };
+        let mut probe = probe.clone();
+        for r in &mut probe.ranges {
+            r.revision = scale(r.revision, reached);
+        }
+        probe.changes.2 = scale(probe.changes.2, reached);
+        check_step(&mut store, &mut model, &cmd, &probe);
     }
     store
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_model(steps in prop::collection::vec((command(), probe()), 1..40)) {
+    fn store_matches_model(steps in prop::collection::vec((command(), probe()), 1..60)) {
         let store = run(&steps);
         let bytes = snapshot(&store);
         let restored = Store::read_snapshot(&mut bytes.as_slice()).expect("own snapshot loads");
