@@ -47,14 +47,34 @@ impl AccessLog {
                 );
             }
         });
-        AccessLog { listener: Arc::from(listener), sender, metrics }
+        AccessLog {
+            listener: Arc::from(listener),
+            sender,
+            metrics,
+        }
     }
 
     /// Queues one record, or counts it as dropped.
-    pub fn record(&self, peer: SocketAddr, method: Method, path: String, status: u16, duration: Duration) {
-        let record = Record { listener: Arc::clone(&self.listener), peer, method, path, status, duration };
+    pub fn record(
+        &self,
+        peer: SocketAddr,
+        method: Method,
+        path: String,
+        status: u16,
+        duration: Duration,
+    ) {
+        let record = Record {
+            listener: Arc::clone(&self.listener),
+            peer,
+            method,
+            path,
+            status,
+            duration,
+        };
         if self.sender.try_send(record).is_err() {
-            self.metrics.access_log_dropped.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .access_log_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -103,14 +103,17 @@ impl Backend {
 
     /// Sets the per-backend concurrency limit (0: none) and slow-start time.
     pub fn set_limits(&self, active_max: u32, slow_start: Option<Duration>) {
-        self.active_max.store(u64::from(active_max), Ordering::Relaxed);
+        self.active_max
+            .store(u64::from(active_max), Ordering::Relaxed);
         let slow_start_ms = slow_start.map_or(0, |d| d.as_millis() as u64);
         self.slow_start_ms.store(slow_start_ms, Ordering::Relaxed);
     }
 
     /// Whether the backend may take a new request now.
     pub fn is_available(&self, now_ms: u64) -> bool {
-        if !self.healthy.load(Ordering::Relaxed) || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
+        if !self.healthy.load(Ordering::Relaxed)
+            || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+        {
             return false;
         }
         let max = self.active_max.load(Ordering::Relaxed);
@@ -119,7 +122,8 @@ impl Backend {
 
     /// Whether the backend is healthy and not ejected (ignoring its connection limit).
     pub fn is_up(&self, now_ms: u64) -> bool {
-        self.healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.healthy.load(Ordering::Relaxed)
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     /// The state shown by the admin API.
@@ -200,11 +204,15 @@ impl Backend {
     /// this call ejected it.
     pub fn record_failure(&self, threshold: u32, ejection: Duration, now_ms: u64) -> bool {
         let failures = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if threshold == 0 || failures < threshold || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
+        if threshold == 0
+            || failures < threshold
+            || self.ejected_until_ms.load(Ordering::Relaxed) > now_ms
+        {
             return false;
         }
         self.consecutive_failures.store(0, Ordering::Relaxed);
-        let in_row = (self.ejections_in_row.fetch_add(1, Ordering::Relaxed) + 1).min(EJECTION_MULTIPLIER_MAX);
+        let in_row = (self.ejections_in_row.fetch_add(1, Ordering::Relaxed) + 1)
+            .min(EJECTION_MULTIPLIER_MAX);
         let until = now_ms + ejection.as_millis() as u64 * u64::from(in_row);
         self.ejected_until_ms.store(until, Ordering::Relaxed);
         self.healthy_since_ms.store(until, Ordering::Relaxed);
@@ -220,7 +228,8 @@ impl Backend {
             return false;
         }
         if healthy {
-            self.healthy_since_ms.store(now_ms.max(1), Ordering::Relaxed);
+            self.healthy_since_ms
+                .store(now_ms.max(1), Ordering::Relaxed);
             self.consecutive_failures.store(0, Ordering::Relaxed);
         } else {
             self.counters.marked_down.fetch_add(1, Ordering::Relaxed);
@@ -258,13 +267,17 @@ impl Backend {
 
     /// Closes every idle connection (the backend went away).
     pub fn drop_idle(&self) {
-        let drained: Vec<_> = std::mem::take(&mut *self.idle.lock().expect("idle pool lock is never poisoned"));
+        let drained: Vec<_> =
+            std::mem::take(&mut *self.idle.lock().expect("idle pool lock is never poisoned"));
         drop(drained);
     }
 
     /// Number of idle pooled connections.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("idle pool lock is never poisoned").len()
+        self.idle
+            .lock()
+            .expect("idle pool lock is never poisoned")
+            .len()
     }
 }
 

@@ -33,7 +33,11 @@ impl Lease {
     /// Counts a request on `backend` until the lease is dropped.
     pub fn new(backend: Arc<Backend>, cluster: Arc<Cluster>) -> Lease {
         backend.begin_request();
-        Lease { backend, cluster, connection: None }
+        Lease {
+            backend,
+            cluster,
+            connection: None,
+        }
     }
 
     /// The backend this lease is on.
@@ -45,7 +49,6 @@ impl Lease {
     pub fn keep_connection(&mut self, connection: SendRequest<UpBody>) {
         self.connection = Some(connection);
     }
-
 }
 
 impl Drop for Lease {
@@ -88,12 +91,24 @@ impl ProxyBody {
     }
 
     /// Wraps a backend body; an already finished body releases the lease now.
-    pub fn upstream(inner: Incoming, mut lease: Lease, connection: SendRequest<UpBody>) -> ProxyBody {
+    pub fn upstream(
+        inner: Incoming,
+        mut lease: Lease,
+        connection: SendRequest<UpBody>,
+    ) -> ProxyBody {
         if inner.is_end_stream() {
             lease.keep_connection(connection);
-            return ProxyBody::Upstream { inner, lease: None, connection: None };
+            return ProxyBody::Upstream {
+                inner,
+                lease: None,
+                connection: None,
+            };
         }
-        ProxyBody::Upstream { inner, lease: Some(lease), connection: Some(connection) }
+        ProxyBody::Upstream {
+            inner,
+            lease: Some(lease),
+            connection: Some(connection),
+        }
     }
 }
 
@@ -101,10 +116,17 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream { inner, lease, connection } => {
+            ProxyBody::Upstream {
+                inner,
+                lease,
+                connection,
+            } => {
                 let polled = Pin::new(&mut *inner).poll_frame(cx);
                 let finished = match &polled {
                     Poll::Ready(None) => true,

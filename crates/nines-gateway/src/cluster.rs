@@ -73,7 +73,11 @@ impl RetryPolicy {
         if has(RetryOn::Status5xx) {
             on_status.extend(500..600);
         }
-        for (condition, status) in [(RetryOn::Status502, 502), (RetryOn::Status503, 503), (RetryOn::Status504, 504)] {
+        for (condition, status) in [
+            (RetryOn::Status502, 502),
+            (RetryOn::Status503, 503),
+            (RetryOn::Status504, 504),
+        ] {
             if has(condition) && !on_status.contains(&status) {
                 on_status.push(status);
             }
@@ -111,7 +115,8 @@ impl RetryBudget {
     pub fn try_retry(&self, policy: &RetryPolicy, now_ms: u64) -> bool {
         self.roll(now_ms);
         let requests = self.requests.load(Ordering::Relaxed);
-        let allowed = u64::from(policy.budget_min_per_sec) + requests * u64::from(policy.budget_percent) / 100;
+        let allowed = u64::from(policy.budget_min_per_sec)
+            + requests * u64::from(policy.budget_percent) / 100;
         if self.retries.fetch_add(1, Ordering::Relaxed) < allowed {
             true
         } else {
@@ -123,7 +128,12 @@ impl RetryBudget {
     fn roll(&self, now_ms: u64) {
         let second = now_ms / 1000;
         let window = self.window_sec.load(Ordering::Relaxed);
-        if window != second && self.window_sec.compare_exchange(window, second, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+        if window != second
+            && self
+                .window_sec
+                .compare_exchange(window, second, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.requests.store(0, Ordering::Relaxed);
             self.retries.store(0, Ordering::Relaxed);
         }
@@ -162,13 +172,23 @@ pub struct Cluster {
 impl Cluster {
     /// Builds a cluster from config and an initial backend list, reusing
     /// backends of `previous` (same address and weight) with their state.
-    pub fn new(config: &ClusterConfig, specs: &[BackendSpec], previous: Option<&Cluster>) -> Cluster {
+    pub fn new(
+        config: &ClusterConfig,
+        specs: &[BackendSpec],
+        previous: Option<&Cluster>,
+    ) -> Cluster {
         let passive = config.passive.as_ref();
         let cluster = Cluster {
             name: config.name.get_ref().clone(),
             config: config.clone(),
-            hash_key: config.hash_key.as_ref().and_then(|key| HashKey::parse(key.get_ref())),
-            set: ArcSwap::from_pointee(BackendSet { backends: Vec::new(), balancer: Balancer::new(config.balance, &[]) }),
+            hash_key: config
+                .hash_key
+                .as_ref()
+                .and_then(|key| HashKey::parse(key.get_ref())),
+            set: ArcSwap::from_pointee(BackendSet {
+                backends: Vec::new(),
+                balancer: Balancer::new(config.balance, &[]),
+            }),
             retry: RetryPolicy::from_config(config.retry.as_ref()),
             budget: RetryBudget::default(),
             passive_failures: passive.map_or(0, |p| p.consecutive_failures),
@@ -195,8 +215,9 @@ impl Cluster {
     }
 
     fn apply(&self, specs: &[BackendSpec], previous: Option<&BackendSet>) {
-        let known: HashMap<SocketAddr, &Arc<Backend>> =
-            previous.map(|set| set.backends.iter().map(|b| (b.addr, b)).collect()).unwrap_or_default();
+        let known: HashMap<SocketAddr, &Arc<Backend>> = previous
+            .map(|set| set.backends.iter().map(|b| (b.addr, b)).collect())
+            .unwrap_or_default();
         let backends: Vec<Arc<Backend>> = specs
             .iter()
             .map(|spec| match known.get(&spec.addr) {
@@ -216,7 +237,10 @@ impl Cluster {
         config
             .backends
             .iter()
-            .map(|b| BackendSpec { addr: *b.addr.get_ref(), weight: *b.weight.get_ref() })
+            .map(|b| BackendSpec {
+                addr: *b.addr.get_ref(),
+                weight: *b.weight.get_ref(),
+            })
             .collect()
     }
 
@@ -238,8 +262,13 @@ mod tests {
         for _ in 0..100 {
             budget.record_request(5_000);
         }
-        let granted = (0..100).filter(|_| budget.try_retry(&policy, 5_000)).count();
+        let granted = (0..100)
+            .filter(|_| budget.try_retry(&policy, 5_000))
+            .count();
         assert_eq!(granted, 10 + 20, "10 per second plus 20% of 100 requests");
-        assert!(budget.try_retry(&policy, 6_000), "a new window refills the budget");
+        assert!(
+            budget.try_retry(&policy, 6_000),
+            "a new window refills the budget"
+        );
     }
 }

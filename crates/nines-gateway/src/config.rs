@@ -427,7 +427,10 @@ impl Config {
         for cluster in &self.clusters {
             let name = cluster.name.get_ref();
             if !cluster_names.insert(name.as_str()) {
-                return Err((cluster.name.span(), format!("duplicate cluster name {name:?}")));
+                return Err((
+                    cluster.name.span(),
+                    format!("duplicate cluster name {name:?}"),
+                ));
             }
             validate_cluster(cluster)?;
         }
@@ -436,15 +439,30 @@ impl Config {
         for listener in &self.listeners {
             let name = listener.name.get_ref();
             if !listener_names.insert(name.as_str()) {
-                return Err((listener.name.span(), format!("duplicate listener name {name:?}")));
+                return Err((
+                    listener.name.span(),
+                    format!("duplicate listener name {name:?}"),
+                ));
             }
-            if !binds.insert(*listener.bind.get_ref()) {
-                return Err((listener.bind.span(), "two listeners bind the same address".into()));
+            // Port 0 asks the system for a free port, so it never clashes.
+            let bind = *listener.bind.get_ref();
+            if bind.port() != 0 && !binds.insert(bind) {
+                return Err((
+                    listener.bind.span(),
+                    "two listeners bind the same address".into(),
+                ));
             }
-            if self.gateway.admin == Some(*listener.bind.get_ref()) {
-                return Err((listener.bind.span(), "listener binds the admin address".into()));
+            if bind.port() != 0 && self.gateway.admin == Some(bind) {
+                return Err((
+                    listener.bind.span(),
+                    "listener binds the admin address".into(),
+                ));
             }
-            let refs = listener.route.iter().map(|route| &route.cluster).chain(listener.cluster.iter());
+            let refs = listener
+                .route
+                .iter()
+                .map(|route| &route.cluster)
+                .chain(listener.cluster.iter());
             for cluster in refs {
                 if !cluster_names.contains(cluster.get_ref().as_str()) {
                     let reason = format!("unknown cluster {:?}", cluster.get_ref());
@@ -453,13 +471,19 @@ impl Config {
             }
             match listener.protocol {
                 Protocol::Tcp if listener.cluster.is_none() => {
-                    return Err((listener.name.span(), "a tcp listener needs `cluster`".into()));
+                    return Err((
+                        listener.name.span(),
+                        "a tcp listener needs `cluster`".into(),
+                    ));
                 }
                 Protocol::Tcp if !listener.route.is_empty() => {
                     return Err((listener.name.span(), "a tcp listener has no routes".into()));
                 }
                 Protocol::Http if listener.route.is_empty() && listener.cluster.is_none() => {
-                    return Err((listener.name.span(), "an http listener needs a route or `cluster`".into()));
+                    return Err((
+                        listener.name.span(),
+                        "an http listener needs a route or `cluster`".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -469,9 +493,12 @@ impl Config {
                         return Err((route.cluster.span(), format!("invalid method {method:?}")));
                     }
                 }
-                for (header, _) in &route.headers {
+                for header in route.headers.keys() {
                     if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                        return Err((route.cluster.span(), format!("invalid header name {header:?}")));
+                        return Err((
+                            route.cluster.span(),
+                            format!("invalid header name {header:?}"),
+                        ));
                     }
                 }
             }
@@ -488,7 +515,11 @@ fn validate_cluster(cluster: &ClusterConfig) -> Result<(), (Range<usize>, String
     let mut addrs = HashSet::new();
     for backend in &cluster.backends {
         if *backend.weight.get_ref() == 0 || *backend.weight.get_ref() > 10_000 {
-            let span = if backend.weight.span().is_empty() { backend.addr.span() } else { backend.weight.span() };
+            let span = if backend.weight.span().is_empty() {
+                backend.addr.span()
+            } else {
+                backend.weight.span()
+            };
             return Err((span, "weight must be between 1 and 10000".into()));
         }
         if !addrs.insert(*backend.addr.get_ref()) {
@@ -511,16 +542,25 @@ fn validate_cluster(cluster: &ClusterConfig) -> Result<(), (Range<usize>, String
     if let Some(health) = &cluster.health {
         for count in [&health.rise, &health.fall] {
             if *count.get_ref() == 0 || *count.get_ref() > 1000 {
-                return Err((count.span(), "rise and fall must be between 1 and 1000".into()));
+                return Err((
+                    count.span(),
+                    "rise and fall must be between 1 and 1000".into(),
+                ));
             }
         }
         if health.interval.is_zero() || health.timeout.is_zero() {
-            return Err((name_span, "health interval and timeout must be positive".into()));
+            return Err((
+                name_span,
+                "health interval and timeout must be positive".into(),
+            ));
         }
     }
     if let Some(retry) = &cluster.retry {
         if *retry.attempts.get_ref() == 0 || *retry.attempts.get_ref() > 10 {
-            return Err((retry.attempts.span(), "attempts must be between 1 and 10".into()));
+            return Err((
+                retry.attempts.span(),
+                "attempts must be between 1 and 10".into(),
+            ));
         }
     }
     Ok(())
@@ -531,14 +571,19 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text.as_bytes()[..offset];
     let line = before.iter().filter(|&&byte| byte == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&byte| byte == b'\n').map_or(0, |at| at + 1);
+    let line_start = before
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |at| at + 1);
     (line, offset - line_start + 1)
 }
 
 /// Parses `250ms`, `2s`, `1m`, `1h` or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(digits_end);
     let number: u64 = number.parse().ok()?;
     match unit {
@@ -561,7 +606,9 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     match DurationText::deserialize(deserializer)? {
         DurationText::Millis(ms) => Ok(Duration::from_millis(ms)),
         DurationText::Text(text) => parse_duration(&text).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid duration {text:?}: expected e.g. \"500ms\" or \"2s\""))
+            serde::de::Error::custom(format!(
+                "invalid duration {text:?}: expected e.g. \"500ms\" or \"2s\""
+            ))
         }),
     }
 }
@@ -607,7 +654,8 @@ on = ["connect-failure", "reset", "timeout"]
 
     #[test]
     fn design_example_parses() {
-        let config = Config::parse(Path::new("gw.toml"), SMALLEST).expect("the DESIGN.md example is valid");
+        let config =
+            Config::parse(Path::new("gw.toml"), SMALLEST).expect("the DESIGN.md example is valid");
         assert_eq!(config.gateway.worker_threads, Some(2));
         assert_eq!(config.listeners[0].route[0].cluster.get_ref(), "web");
         let cluster = &config.clusters[0];
@@ -615,7 +663,10 @@ on = ["connect-failure", "reset", "timeout"]
         assert_eq!(*cluster.backends[1].weight.get_ref(), 1);
         let health = cluster.health.as_ref().expect("health");
         assert_eq!(health.interval, Duration::from_millis(500));
-        assert_eq!(*cluster.retry.as_ref().expect("retry").attempts.get_ref(), 3);
+        assert_eq!(
+            *cluster.retry.as_ref().expect("retry").attempts.get_ref(),
+            3
+        );
     }
 
     #[test]
@@ -650,7 +701,10 @@ on = ["connect-failure", "reset", "timeout"]
         let text = SMALLEST.replace("weight = 1", "weight = 0");
         let error = Config::parse(Path::new("gw.toml"), &text).expect_err("zero weight");
         assert!(error.to_string().contains("gw.toml:17:"), "{error}");
-        let text = SMALLEST.replace("balance = \"round_robin\"", "balance = \"consistent_hash\"\nhash_key = \"body\"");
+        let text = SMALLEST.replace(
+            "balance = \"round_robin\"",
+            "balance = \"consistent_hash\"\nhash_key = \"body\"",
+        );
         let error = Config::parse(Path::new("gw.toml"), &text).expect_err("bad hash key");
         assert!(error.to_string().contains("invalid hash_key"), "{error}");
         assert_eq!(error.line(), Some(17), "{error}");
@@ -659,8 +713,14 @@ on = ["connect-failure", "reset", "timeout"]
     #[test]
     fn hash_keys_parse() {
         assert_eq!(HashKey::parse("source_ip"), Some(HashKey::SourceIp));
-        assert_eq!(HashKey::parse("header:X-User"), Some(HashKey::Header("x-user".into())));
-        assert_eq!(HashKey::parse("cookie:sid"), Some(HashKey::Cookie("sid".into())));
+        assert_eq!(
+            HashKey::parse("header:X-User"),
+            Some(HashKey::Header("x-user".into()))
+        );
+        assert_eq!(
+            HashKey::parse("cookie:sid"),
+            Some(HashKey::Cookie("sid".into()))
+        );
         assert_eq!(HashKey::parse("path"), Some(HashKey::Path));
         assert_eq!(HashKey::parse("cookie:"), None);
         assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));

@@ -30,7 +30,10 @@ pub struct DemoBackend {
 impl DemoBackend {
     /// A backend answering with `name`.
     pub fn new(name: &str) -> DemoBackend {
-        DemoBackend { name: Arc::from(name), requests: Arc::new(AtomicU64::new(0)) }
+        DemoBackend {
+            name: Arc::from(name),
+            requests: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Serves on `listener` forever.
@@ -82,7 +85,10 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
         });
         let mut response = text(StatusCode::SWITCHING_PROTOCOLS, Bytes::new());
         let headers = response.headers_mut();
-        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("upgrade"));
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
         if let Some(protocol) = request.headers().get(http::header::UPGRADE) {
             headers.insert(http::header::UPGRADE, protocol.clone());
         }
@@ -91,7 +97,10 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
     let path = request.uri().path().to_owned();
     match path.as_str() {
         "/health" => text(StatusCode::OK, "ok\n"),
-        "/fail" => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{name} failed\n")),
+        "/fail" => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{name} failed\n"),
+        ),
         "/slow" => {
             let ms = query_u64(&request, "ms").unwrap_or(1000).min(SLOW_MS_MAX);
             tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -102,11 +111,22 @@ async fn answer(name: &str, mut request: Request<Incoming>) -> Response<Full<Byt
             for (key, value) in request.headers() {
                 head.push_str(&format!("{key}: {}\n", value.to_str().unwrap_or("?")));
             }
-            let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             text(StatusCode::OK, [head.as_bytes(), b"\n", &body].concat())
         }
-        _ => match path.strip_prefix("/status/").and_then(|s| s.parse::<u16>().ok()) {
-            Some(code) => text(StatusCode::from_u16(code).unwrap_or(StatusCode::OK), format!("{name}\n")),
+        _ => match path
+            .strip_prefix("/status/")
+            .and_then(|s| s.parse::<u16>().ok())
+        {
+            Some(code) => text(
+                StatusCode::from_u16(code).unwrap_or(StatusCode::OK),
+                format!("{name}\n"),
+            ),
             None => text(StatusCode::OK, format!("{name}\n")),
         },
     }

@@ -15,7 +15,11 @@ enum State {
     /// Skipping a fixed-length body.
     Body(u64),
     /// Reading a chunk-size line.
-    ChunkSize { size: u64, digits: bool, in_extension: bool },
+    ChunkSize {
+        size: u64,
+        digits: bool,
+        in_extension: bool,
+    },
     /// Skipping chunk data.
     ChunkData(u64),
     /// Skipping the CRLF after chunk data.
@@ -37,7 +41,12 @@ pub struct FramingTracker {
 
 impl Default for FramingTracker {
     fn default() -> FramingTracker {
-        FramingTracker { state: State::Head, head: Vec::new(), first: true, violated: false }
+        FramingTracker {
+            state: State::Head,
+            head: Vec::new(),
+            first: true,
+            violated: false,
+        }
     }
 }
 
@@ -56,20 +65,32 @@ impl FramingTracker {
                 State::Head => self.feed_head(data),
                 State::Body(remaining) => {
                     let take = remaining.min(data.len() as u64);
-                    self.state = if take == remaining { State::Head } else { State::Body(remaining - take) };
+                    self.state = if take == remaining {
+                        State::Head
+                    } else {
+                        State::Body(remaining - take)
+                    };
                     &data[take as usize..]
                 }
                 State::ChunkSize { .. } => self.feed_chunk_size(data),
                 State::ChunkData(remaining) => {
                     let take = remaining.min(data.len() as u64);
-                    self.state = if take == remaining { State::ChunkDataEnd(2) } else { State::ChunkData(remaining - take) };
+                    self.state = if take == remaining {
+                        State::ChunkDataEnd(2)
+                    } else {
+                        State::ChunkData(remaining - take)
+                    };
                     &data[take as usize..]
                 }
                 State::ChunkDataEnd(left) => {
                     let byte = data[0];
                     self.state = match (left, byte) {
                         (2, b'\r') => State::ChunkDataEnd(1),
-                        (_, b'\n') => State::ChunkSize { size: 0, digits: false, in_extension: false },
+                        (_, b'\n') => State::ChunkSize {
+                            size: 0,
+                            digits: false,
+                            in_extension: false,
+                        },
                         _ => State::Passthrough,
                     };
                     &data[1..]
@@ -95,14 +116,18 @@ impl FramingTracker {
         }
         // Blank lines before a request are allowed and skipped.
         if self.head.is_empty() {
-            let skip = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            let skip = data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
             if skip > 0 {
                 return &data[skip..];
             }
         }
         let searched_from = self.head.len().saturating_sub(3);
         self.head.extend_from_slice(data);
-        let Some(end) = find_head_end(&self.head[searched_from..]).map(|end| end + searched_from) else {
+        let Some(end) = find_head_end(&self.head[searched_from..]).map(|end| end + searched_from)
+        else {
             if self.head.len() > HEAD_BYTES_MAX {
                 self.state = State::Passthrough;
                 self.head = Vec::new();
@@ -119,7 +144,11 @@ impl FramingTracker {
                 State::Passthrough
             }
             HeadFraming::Upgrade => State::Passthrough,
-            HeadFraming::Chunked => State::ChunkSize { size: 0, digits: false, in_extension: false },
+            HeadFraming::Chunked => State::ChunkSize {
+                size: 0,
+                digits: false,
+                in_extension: false,
+            },
             HeadFraming::Length(0) | HeadFraming::None => State::Head,
             HeadFraming::Length(n) => State::Body(n),
         };
@@ -127,7 +156,12 @@ impl FramingTracker {
     }
 
     fn feed_chunk_size<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
-        let State::ChunkSize { mut size, mut digits, mut in_extension } = self.state else {
+        let State::ChunkSize {
+            mut size,
+            mut digits,
+            mut in_extension,
+        } = self.state
+        else {
             return &[];
         };
         for (at, &byte) in data.iter().enumerate() {
@@ -156,14 +190,21 @@ impl FramingTracker {
                 },
             }
         }
-        self.state = State::ChunkSize { size, digits, in_extension };
+        self.state = State::ChunkSize {
+            size,
+            digits,
+            in_extension,
+        };
         &[]
     }
 }
 
 /// Offset just past the blank line ending a head, if present.
 fn find_head_end(bytes: &[u8]) -> Option<usize> {
-    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+    let crlf = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4);
     let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -186,12 +227,17 @@ fn inspect_head(head: &[u8]) -> HeadFraming {
     let mut transfer_encoding = false;
     let mut upgrade = head.starts_with(b"CONNECT ");
     for line in head.split(|&b| b == b'\n').skip(1) {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
         let name = &line[..colon];
         let value = trim(&line[colon + 1..]);
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            length = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             transfer_encoding = true;
             chunked = value.len() >= 7 && value[value.len() - 7..].eq_ignore_ascii_case(b"chunked");
@@ -213,8 +259,14 @@ fn inspect_head(head: &[u8]) -> HeadFraming {
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
@@ -240,23 +292,36 @@ mod tests {
 
     #[test]
     fn content_length_with_transfer_encoding_is_flagged() {
-        let smuggle = b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let smuggle =
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
         assert!(feed_all(&[smuggle]));
     }
 
     #[test]
     fn duplicate_content_length_is_flagged_even_if_equal() {
-        assert!(feed_all(&[b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx"]));
+        assert!(feed_all(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\ncontent-length: 1\r\n\r\nx"
+        ]));
     }
 
     #[test]
     fn bodies_that_look_like_heads_are_skipped() {
         let body = b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n";
         let head = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
-        assert!(!feed_all(&[head.as_bytes(), body, b"GET / HTTP/1.1\r\n\r\n"]));
+        assert!(!feed_all(&[
+            head.as_bytes(),
+            body,
+            b"GET / HTTP/1.1\r\n\r\n"
+        ]));
         let chunked = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         let chunk = format!("{:x};ext=1\r\n", body.len());
-        assert!(!feed_all(&[chunked, chunk.as_bytes(), body, b"\r\n0\r\nX-T: 1\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"]));
+        assert!(!feed_all(&[
+            chunked,
+            chunk.as_bytes(),
+            body,
+            b"\r\n0\r\nX-T: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n"
+        ]));
     }
 
     #[test]
@@ -271,6 +336,8 @@ mod tests {
 
     #[test]
     fn http2_preface_is_not_tracked() {
-        assert!(!feed_all(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"]));
+        assert!(!feed_all(&[
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"
+        ]));
     }
 }

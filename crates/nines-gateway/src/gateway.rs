@@ -110,7 +110,9 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").field("admin_addr", &self.inner.admin_addr).finish()
+        f.debug_struct("Gateway")
+            .field("admin_addr", &self.inner.admin_addr)
+            .finish()
     }
 }
 
@@ -124,7 +126,11 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         let (stop, _) = watch::channel(false);
         let admin_listener = match config.gateway.admin {
-            Some(addr) => Some(bind(addr).map_err(|source| GatewayError::Bind { listener: "admin".into(), addr, source })?),
+            Some(addr) => Some(bind(addr).map_err(|source| GatewayError::Bind {
+                listener: "admin".into(),
+                addr,
+                source,
+            })?),
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -141,7 +147,10 @@ impl Gateway {
             tracker: Arc::new(ConnectionTracker::default()),
             resolver,
             admin_addr,
-            drain_timeout: config.gateway.drain_timeout.unwrap_or(DRAIN_TIMEOUT_DEFAULT),
+            drain_timeout: config
+                .gateway
+                .drain_timeout
+                .unwrap_or(DRAIN_TIMEOUT_DEFAULT),
         });
         let gateway = Gateway { inner };
         gateway.apply(config).await?;
@@ -169,7 +178,13 @@ impl Gateway {
 
     /// The bound address of listener `name` (useful with port 0).
     pub async fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.inner.state.lock().await.listeners.get(name).map(|l| l.local_addr)
+        self.inner
+            .state
+            .lock()
+            .await
+            .listeners
+            .get(name)
+            .map(|l| l.local_addr)
     }
 
     /// The cluster `name` as now configured.
@@ -197,7 +212,10 @@ impl Gateway {
                 tracing::info!("config reloaded");
             }
             Err(error) => {
-                self.inner.metrics.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .metrics
+                    .reloads_failed
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, "reload refused; the running config is kept");
             }
         }
@@ -214,11 +232,21 @@ impl Gateway {
             let name = cluster_config.name.get_ref().clone();
             let previous = state.clusters.get(&name).map(Arc::as_ref);
             let cluster = match &cluster_config.service {
-                None => Arc::new(Cluster::new(cluster_config, &Cluster::static_specs(cluster_config), previous)),
+                None => Arc::new(Cluster::new(
+                    cluster_config,
+                    &Cluster::static_specs(cluster_config),
+                    previous,
+                )),
                 Some(service) => {
-                    let source = self.inner.resolver.as_ref().and_then(|r| r.resolve(service)).ok_or_else(|| {
-                        GatewayError::UnknownService { cluster: name.clone(), service: service.clone() }
-                    })?;
+                    let source = self
+                        .inner
+                        .resolver
+                        .as_ref()
+                        .and_then(|r| r.resolve(service))
+                        .ok_or_else(|| GatewayError::UnknownService {
+                            cluster: name.clone(),
+                            service: service.clone(),
+                        })?;
                     let specs = source.subscribe().borrow().clone();
                     let cluster = Arc::new(Cluster::new(cluster_config, &specs, previous));
                     sources.push((Arc::clone(&cluster), source));
@@ -232,10 +260,16 @@ impl Gateway {
         for listener in &config.listeners {
             let name = listener.name.get_ref().clone();
             let metrics = self.inner.metrics.listener(&name);
-            let default = listener.cluster.as_ref().map(|c| Arc::clone(&clusters[c.get_ref()]));
+            let default = listener
+                .cluster
+                .as_ref()
+                .map(|c| Arc::clone(&clusters[c.get_ref()]));
             let slot = match listener.protocol {
                 Protocol::Http => {
-                    let routes = listener.route.iter().map(|r| Route::new(r, Arc::clone(&clusters[r.cluster.get_ref()])));
+                    let routes = listener
+                        .route
+                        .iter()
+                        .map(|r| Route::new(r, Arc::clone(&clusters[r.cluster.get_ref()])));
                     Slot::Http(Arc::new(ArcSwap::from_pointee(ListenerRuntime {
                         name: name.clone(),
                         routes: routes.collect(),
@@ -243,7 +277,10 @@ impl Gateway {
                         body_bytes_max: listener.body_bytes_max.unwrap_or(BODY_BYTES_MAX_DEFAULT),
                         request_timeout: listener.request_timeout,
                         metrics,
-                        access_log: config.gateway.access_log.then(|| AccessLog::start(&name, Arc::clone(&self.inner.metrics))),
+                        access_log: config
+                            .gateway
+                            .access_log
+                            .then(|| AccessLog::start(&name, Arc::clone(&self.inner.metrics))),
                     })))
                 }
                 Protocol::Tcp => Slot::Tcp(Arc::new(ArcSwap::from_pointee(TcpRuntime {
@@ -253,9 +290,16 @@ impl Gateway {
                 }))),
             };
             let bind_addr = *listener.bind.get_ref();
-            let keep = state.listeners.get(&name).is_some_and(|l| l.configured == bind_addr && l.protocol == listener.protocol);
+            let keep = state
+                .listeners
+                .get(&name)
+                .is_some_and(|l| l.configured == bind_addr && l.protocol == listener.protocol);
             if !keep {
-                let socket = bind(bind_addr).map_err(|source| GatewayError::Bind { listener: name.clone(), addr: bind_addr, source })?;
+                let socket = bind(bind_addr).map_err(|source| GatewayError::Bind {
+                    listener: name.clone(),
+                    addr: bind_addr,
+                    source,
+                })?;
                 fresh.push((name.clone(), listener, socket));
             }
             runtimes.push((name, slot));
@@ -266,13 +310,22 @@ impl Gateway {
         state.cluster_tasks_stop = cluster_stop;
         for cluster in clusters.values() {
             if let Some(health) = cluster.config.health.clone() {
-                tokio::spawn(crate::health::run(Arc::downgrade(cluster), health, cluster_stop_rx.clone()));
+                tokio::spawn(crate::health::run(
+                    Arc::downgrade(cluster),
+                    health,
+                    cluster_stop_rx.clone(),
+                ));
             }
         }
         for (cluster, source) in sources {
-            tokio::spawn(follow_source(Arc::downgrade(&cluster), source, cluster_stop_rx.clone()));
+            tokio::spawn(follow_source(
+                Arc::downgrade(&cluster),
+                source,
+                cluster_stop_rx.clone(),
+            ));
         }
-        let mut fresh: HashMap<String, _> = fresh.into_iter().map(|(n, l, s)| (n, (l, s))).collect();
+        let mut fresh: HashMap<String, _> =
+            fresh.into_iter().map(|(n, l, s)| (n, (l, s))).collect();
         let mut listeners = HashMap::new();
         for (name, slot) in runtimes {
             match fresh.remove(&name) {
@@ -299,47 +352,82 @@ impl Gateway {
             removed.stop.send_replace(true);
         }
         state.listeners = listeners;
-        self.inner.metrics.set_clusters(clusters.values().cloned().collect());
+        self.inner
+            .metrics
+            .set_clusters(clusters.values().cloned().collect());
         state.clusters = clusters;
         state.access_log = config.gateway.access_log;
         Ok(())
     }
 
-    fn start_listener(&self, listener: &crate::config::ListenerConfig, socket: tokio::net::TcpListener, slot: Slot) -> RunningListener {
+    fn start_listener(
+        &self,
+        listener: &crate::config::ListenerConfig,
+        socket: tokio::net::TcpListener,
+        slot: Slot,
+    ) -> RunningListener {
         let (stop, stop_rx) = watch::channel(false);
         let local_addr = socket.local_addr().unwrap_or(*listener.bind.get_ref());
         let drain = self.inner.drain.subscribe();
         let tracker = Arc::clone(&self.inner.tracker);
         let slot = match slot {
             Slot::Http(runtime) => {
-                let header_read_timeout = match (listener.header_read_timeout, listener.idle_timeout) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (a, b) => a.or(b).unwrap_or(HEADER_READ_TIMEOUT_DEFAULT),
-                };
+                let header_read_timeout =
+                    match (listener.header_read_timeout, listener.idle_timeout) {
+                        (Some(a), Some(b)) => a.min(b),
+                        (a, b) => a.or(b).unwrap_or(HEADER_READ_TIMEOUT_DEFAULT),
+                    };
                 let limits = HttpLimits {
                     header_read_timeout,
-                    header_bytes_max: listener.header_bytes_max.unwrap_or(HEADER_BYTES_MAX_DEFAULT),
-                    header_count_max: listener.header_count_max.unwrap_or(HEADER_COUNT_MAX_DEFAULT),
+                    header_bytes_max: listener
+                        .header_bytes_max
+                        .unwrap_or(HEADER_BYTES_MAX_DEFAULT),
+                    header_count_max: listener
+                        .header_count_max
+                        .unwrap_or(HEADER_COUNT_MAX_DEFAULT),
                 };
-                tokio::spawn(run_http_listener(socket, Arc::clone(&runtime), limits, stop_rx, drain, tracker));
+                tokio::spawn(run_http_listener(
+                    socket,
+                    Arc::clone(&runtime),
+                    limits,
+                    stop_rx,
+                    drain,
+                    tracker,
+                ));
                 Slot::Http(runtime)
             }
             Slot::Tcp(runtime) => {
-                tokio::spawn(run_tcp_listener(socket, Arc::clone(&runtime), stop_rx, drain, tracker));
+                tokio::spawn(run_tcp_listener(
+                    socket,
+                    Arc::clone(&runtime),
+                    stop_rx,
+                    drain,
+                    tracker,
+                ));
                 Slot::Tcp(runtime)
             }
         };
         tracing::info!(listener = %listener.name.get_ref(), addr = %local_addr, "listening");
-        RunningListener { configured: *listener.bind.get_ref(), protocol: listener.protocol, local_addr, slot, stop }
+        RunningListener {
+            configured: *listener.bind.get_ref(),
+            protocol: listener.protocol,
+            local_addr,
+            slot,
+            stop,
+        }
     }
 
     /// Stops accepting, lets open connections finish their requests (up to the
     /// drain timeout), then stops health checks.
     pub async fn shutdown(&self) {
         self.inner.drain.send_replace(true);
-        let drained = tokio::time::timeout(self.inner.drain_timeout, self.inner.tracker.wait_idle()).await;
+        let drained =
+            tokio::time::timeout(self.inner.drain_timeout, self.inner.tracker.wait_idle()).await;
         if drained.is_err() {
-            tracing::warn!(open = self.inner.tracker.open(), "drain timeout: closing remaining connections");
+            tracing::warn!(
+                open = self.inner.tracker.open(),
+                "drain timeout: closing remaining connections"
+            );
         }
         let state = self.inner.state.lock().await;
         state.cluster_tasks_stop.send_replace(true);
@@ -407,7 +495,11 @@ impl Gateway {
     }
 }
 
-async fn follow_source(cluster: std::sync::Weak<Cluster>, source: Box<dyn BackendSource>, mut stop: watch::Receiver<bool>) {
+async fn follow_source(
+    cluster: std::sync::Weak<Cluster>,
+    source: Box<dyn BackendSource>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut receiver = source.subscribe();
     loop {
         tokio::select! {
@@ -415,7 +507,9 @@ async fn follow_source(cluster: std::sync::Weak<Cluster>, source: Box<dyn Backen
             _ = stop.wait_for(|s| *s) => return,
         }
         let specs = receiver.borrow_and_update().clone();
-        let Some(cluster) = cluster.upgrade() else { return };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
         cluster.update(&specs);
     }
 }
@@ -423,13 +517,18 @@ async fn follow_source(cluster: std::sync::Weak<Cluster>, source: Box<dyn Backen
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 async fn admin(gateway: Gateway, request: Request<Incoming>) -> Response<Full<Bytes>> {
     match (request.method(), request.uri().path()) {
-        (&Method::GET, "/admin/backends") => json_response(StatusCode::OK, gateway.backends_json().await),
+        (&Method::GET, "/admin/backends") => {
+            json_response(StatusCode::OK, gateway.backends_json().await)
+        }
         (&Method::POST, "/admin/reload") => match gateway.reload().await {
             Ok(()) => json_response(StatusCode::OK, serde_json::json!({ "reloaded": true })),
             Err(error) => json_response(
@@ -441,7 +540,9 @@ async fn admin(gateway: Gateway, request: Request<Incoming>) -> Response<Full<By
             let mut response = Response::new(Full::new(Bytes::from(gateway.metrics().render())));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             response
         }

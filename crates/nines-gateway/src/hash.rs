@@ -37,7 +37,9 @@ mod tests {
     fn hashes_are_stable_and_spread() {
         assert_eq!(hash_bytes(b"abc"), hash_bytes(b"abc"));
         assert_ne!(hash_bytes(b"abc"), hash_bytes(b"abd"));
-        let ones = (0..1000u32).map(|i| (hash_bytes(&i.to_le_bytes()) & 1) as u32).sum::<u32>();
+        let ones = (0..1000u32)
+            .map(|i| (hash_bytes(&i.to_le_bytes()) & 1) as u32)
+            .sum::<u32>();
         assert!((400..600).contains(&ones), "{ones}");
     }
 }

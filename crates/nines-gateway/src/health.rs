@@ -35,7 +35,9 @@ pub async fn run(cluster: Weak<Cluster>, config: HealthConfig, mut stop: watch::
             _ = ticker.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        let Some(cluster) = cluster.upgrade() else { return };
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
         let backends: Vec<Arc<Backend>> = cluster.set.load().backends.clone();
         let name = cluster.name.clone();
         drop(cluster);
@@ -58,7 +60,10 @@ pub async fn run(cluster: Weak<Cluster>, config: HealthConfig, mut stop: watch::
             let now = now_ms();
             if !ok && streak.failures >= *config.fall.get_ref() && backend.set_healthy(false, now) {
                 tracing::warn!(cluster = %name, backend = %backend.addr, failures = streak.failures, "backend down");
-            } else if ok && streak.successes >= *config.rise.get_ref() && backend.set_healthy(true, now) {
+            } else if ok
+                && streak.successes >= *config.rise.get_ref()
+                && backend.set_healthy(true, now)
+            {
                 tracing::info!(cluster = %name, backend = %backend.addr, "backend up");
             }
         }
@@ -73,7 +78,9 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> bool {
         if config.kind == HealthKind::Tcp {
             return Some(true);
         }
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
         let connection = tokio::spawn(connection);
         let request = Request::get(config.path.as_str())
             .header(http::header::HOST, backend.addr.to_string())
@@ -88,5 +95,8 @@ async fn probe(backend: &Backend, config: &HealthConfig) -> bool {
             None => status.is_success(),
         })
     };
-    matches!(tokio::time::timeout(config.timeout, check).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(config.timeout, check).await,
+        Ok(Some(true))
+    )
 }

@@ -31,9 +31,15 @@ pub fn run_blocking(path: &std::path::Path) -> Result<(), GatewayError> {
     if let Some(threads) = config.gateway.worker_threads {
         builder.worker_threads(threads);
     }
-    let runtime = builder.enable_all().build().map_err(|source| GatewayError::Runtime { source })?;
+    let runtime = builder
+        .enable_all()
+        .build()
+        .map_err(|source| GatewayError::Runtime { source })?;
     runtime.block_on(async {
         let gateway = Gateway::start(config, Some(path.to_owned()), None).await?;
-        gateway.run_until_signal().await.map_err(|source| GatewayError::Runtime { source })
+        gateway
+            .run_until_signal()
+            .await
+            .map_err(|source| GatewayError::Runtime { source })
     })
 }

@@ -74,7 +74,10 @@ pub struct Metrics {
 impl Metrics {
     /// The counters of listener `name`, created on first use.
     pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
-        let mut listeners = self.listeners.lock().expect("metrics lock is never poisoned");
+        let mut listeners = self
+            .listeners
+            .lock()
+            .expect("metrics lock is never poisoned");
         Arc::clone(listeners.entry(name.to_owned()).or_default())
     }
 
@@ -98,6 +101,14 @@ impl Metrics {
 struct Scrape(Arc<Metrics>);
 
 type Labels = Vec<(&'static str, String)>;
+/// A named counter read from a listener's metrics.
+type ListenerCounter<'a> = (&'a str, &'a str, &'a dyn Fn(&ListenerMetrics) -> u64);
+/// A named counter read from a backend.
+type BackendCounter<'a> = (
+    &'a str,
+    &'a str,
+    &'a dyn Fn(&crate::backend::Backend) -> u64,
+);
 
 fn counter_family(
     encoder: &mut DescriptorEncoder,
@@ -139,21 +150,62 @@ impl Collector for Scrape {
             .map(|(name, m)| (name.clone(), Arc::clone(m)))
             .collect();
         let per_listener = |pick: &dyn Fn(&ListenerMetrics) -> u64| -> Vec<(Labels, u64)> {
-            listeners.iter().map(|(name, m)| (vec![("listener", name.clone())], pick(m))).collect()
+            listeners
+                .iter()
+                .map(|(name, m)| (vec![("listener", name.clone())], pick(m)))
+                .collect()
         };
-        let simple: [(&str, &str, &dyn Fn(&ListenerMetrics) -> u64); 12] = [
-            ("connections", "Client connections accepted.", &|m| load(&m.connections)),
+        let simple: [ListenerCounter<'_>; 12] = [
+            ("connections", "Client connections accepted.", &|m| {
+                load(&m.connections)
+            }),
             ("requests", "Requests received.", &|m| load(&m.requests)),
-            ("unrouted", "Requests no route matched.", &|m| load(&m.unrouted)),
-            ("no_backend", "Requests answered 503 for lack of an available backend.", &|m| load(&m.no_backend)),
-            ("upstream_failed", "Requests that failed upstream after every attempt.", &|m| load(&m.upstream_failed)),
-            ("retries", "Retries to another backend.", &|m| load(&m.retries)),
-            ("retries_over_budget", "Retries refused by the retry budget.", &|m| load(&m.retries_over_budget)),
-            ("smuggling_rejected", "Requests refused for ambiguous framing.", &|m| load(&m.smuggling_rejected)),
-            ("body_too_large", "Requests refused for a body over the limit.", &|m| load(&m.body_too_large)),
-            ("malformed", "Connections ended by malformed or oversize HTTP.", &|m| load(&m.malformed)),
-            ("header_timeouts", "Connections closed for a slow request head.", &|m| load(&m.header_timeouts)),
-            ("tcp_connect_failed", "TCP connections with no reachable backend.", &|m| load(&m.tcp_connect_failed)),
+            ("unrouted", "Requests no route matched.", &|m| {
+                load(&m.unrouted)
+            }),
+            (
+                "no_backend",
+                "Requests answered 503 for lack of an available backend.",
+                &|m| load(&m.no_backend),
+            ),
+            (
+                "upstream_failed",
+                "Requests that failed upstream after every attempt.",
+                &|m| load(&m.upstream_failed),
+            ),
+            ("retries", "Retries to another backend.", &|m| {
+                load(&m.retries)
+            }),
+            (
+                "retries_over_budget",
+                "Retries refused by the retry budget.",
+                &|m| load(&m.retries_over_budget),
+            ),
+            (
+                "smuggling_rejected",
+                "Requests refused for ambiguous framing.",
+                &|m| load(&m.smuggling_rejected),
+            ),
+            (
+                "body_too_large",
+                "Requests refused for a body over the limit.",
+                &|m| load(&m.body_too_large),
+            ),
+            (
+                "malformed",
+                "Connections ended by malformed or oversize HTTP.",
+                &|m| load(&m.malformed),
+            ),
+            (
+                "header_timeouts",
+                "Connections closed for a slow request head.",
+                &|m| load(&m.header_timeouts),
+            ),
+            (
+                "tcp_connect_failed",
+                "TCP connections with no reachable backend.",
+                &|m| load(&m.tcp_connect_failed),
+            ),
         ];
         for (name, help, pick) in simple {
             counter_family(&mut encoder, name, help, &per_listener(pick))?;
@@ -161,18 +213,49 @@ impl Collector for Scrape {
         let mut responses = Vec::new();
         for (name, m) in &listeners {
             for (class, count) in m.responses.iter().enumerate() {
-                responses.push((vec![("listener", name.clone()), ("class", format!("{}xx", class + 1))], load(count)));
+                responses.push((
+                    vec![
+                        ("listener", name.clone()),
+                        ("class", format!("{}xx", class + 1)),
+                    ],
+                    load(count),
+                ));
             }
         }
-        counter_family(&mut encoder, "responses", "Responses sent, by status class.", &responses)?;
+        counter_family(
+            &mut encoder,
+            "responses",
+            "Responses sent, by status class.",
+            &responses,
+        )?;
         let active: Vec<(Labels, i64)> = listeners
             .iter()
-            .map(|(name, m)| (vec![("listener", name.clone())], load(&m.connections_active) as i64))
+            .map(|(name, m)| {
+                (
+                    vec![("listener", name.clone())],
+                    load(&m.connections_active) as i64,
+                )
+            })
             .collect();
-        gauge_family(&mut encoder, "connections_active", "Client connections open now.", &active)?;
+        gauge_family(
+            &mut encoder,
+            "connections_active",
+            "Client connections open now.",
+            &active,
+        )?;
         self.encode_backends(&mut encoder)?;
-        counter_family(&mut encoder, "reloads", "Config reloads applied.", &[(vec![], load(&self.0.reloads))])?;
-        counter_family(&mut encoder, "reloads_failed", "Config reloads refused.", &[(vec![], load(&self.0.reloads_failed))])?;
+        counter_family(
+            &mut encoder,
+            "reloads",
+            "Config reloads applied.",
+            &[(vec![], load(&self.0.reloads))],
+        )?;
+        counter_family(
+            &mut encoder,
+            "reloads_failed",
+            "Config reloads refused.",
+            &[(vec![], load(&self.0.reloads_failed))],
+        )?;
         Ok(())
     }
 }
@@ -182,30 +265,84 @@ impl Scrape {
         let now = now_ms();
         let clusters = self.0.clusters.load();
         let mut rows: Vec<(Labels, &crate::backend::Backend)> = Vec::new();
-        let sets: Vec<_> = clusters.iter().map(|c| (c.name.clone(), c.set.load_full())).collect();
+        let sets: Vec<_> = clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.set.load_full()))
+            .collect();
         for (cluster, set) in &sets {
             for backend in &set.backends {
-                rows.push((vec![("cluster", cluster.clone()), ("backend", backend.addr.to_string())], backend));
+                rows.push((
+                    vec![
+                        ("cluster", cluster.clone()),
+                        ("backend", backend.addr.to_string()),
+                    ],
+                    backend,
+                ));
             }
         }
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
-        let counters: [(&str, &str, &dyn Fn(&crate::backend::Backend) -> u64); 5] = [
-            ("backend_requests", "Attempts sent to a backend.", &|b| load(&b.counters.requests)),
-            ("backend_failures", "Attempts that failed (connect, reset, timeout).", &|b| load(&b.counters.failures)),
-            ("backend_responses_5xx", "5xx responses from a backend.", &|b| load(&b.counters.responses_5xx)),
-            ("backend_ejections", "Passive ejections of a backend.", &|b| load(&b.counters.ejections)),
-            ("backend_marked_down", "Times active checks took a backend out.", &|b| load(&b.counters.marked_down)),
+        let counters: [BackendCounter<'_>; 5] = [
+            ("backend_requests", "Attempts sent to a backend.", &|b| {
+                load(&b.counters.requests)
+            }),
+            (
+                "backend_failures",
+                "Attempts that failed (connect, reset, timeout).",
+                &|b| load(&b.counters.failures),
+            ),
+            (
+                "backend_responses_5xx",
+                "5xx responses from a backend.",
+                &|b| load(&b.counters.responses_5xx),
+            ),
+            (
+                "backend_ejections",
+                "Passive ejections of a backend.",
+                &|b| load(&b.counters.ejections),
+            ),
+            (
+                "backend_marked_down",
+                "Times active checks took a backend out.",
+                &|b| load(&b.counters.marked_down),
+            ),
         ];
         for (name, help, pick) in counters {
-            let values: Vec<_> = rows.iter().map(|(labels, b)| (labels.clone(), pick(b))).collect();
+            let values: Vec<_> = rows
+                .iter()
+                .map(|(labels, b)| (labels.clone(), pick(b)))
+                .collect();
             counter_family(encoder, name, help, &values)?;
         }
-        let up: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), i64::from(b.is_up(now)))).collect();
-        gauge_family(encoder, "backend_up", "1 when the backend takes traffic.", &up)?;
-        let active: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), b.active() as i64)).collect();
-        gauge_family(encoder, "backend_active", "Requests in flight on a backend.", &active)?;
-        let ewma: Vec<_> = rows.iter().map(|(l, b)| (l.clone(), (b.ewma_ns() / 1000) as i64)).collect();
-        gauge_family(encoder, "backend_latency_ewma_us", "Peak-EWMA response time.", &ewma)?;
+        let up: Vec<_> = rows
+            .iter()
+            .map(|(l, b)| (l.clone(), i64::from(b.is_up(now))))
+            .collect();
+        gauge_family(
+            encoder,
+            "backend_up",
+            "1 when the backend takes traffic.",
+            &up,
+        )?;
+        let active: Vec<_> = rows
+            .iter()
+            .map(|(l, b)| (l.clone(), b.active() as i64))
+            .collect();
+        gauge_family(
+            encoder,
+            "backend_active",
+            "Requests in flight on a backend.",
+            &active,
+        )?;
+        let ewma: Vec<_> = rows
+            .iter()
+            .map(|(l, b)| (l.clone(), (b.ewma_ns() / 1000) as i64))
+            .collect();
+        gauge_family(
+            encoder,
+            "backend_latency_ewma_us",
+            "Peak-EWMA response time.",
+            &ewma,
+        )?;
         Ok(())
     }
 }

@@ -62,10 +62,17 @@ impl Route {
                 .headers
                 .iter()
                 .filter_map(|(name, value)| {
-                    Some((HeaderName::from_bytes(name.as_bytes()).ok()?, HeaderValue::from_str(value).ok()?))
+                    Some((
+                        HeaderName::from_bytes(name.as_bytes()).ok()?,
+                        HeaderValue::from_str(value).ok()?,
+                    ))
                 })
                 .collect(),
-            methods: config.methods.iter().filter_map(|m| Method::from_bytes(m.as_bytes()).ok()).collect(),
+            methods: config
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
             cluster,
         }
     }
@@ -77,21 +84,36 @@ impl Route {
             }
         }
         let path = request.uri().path();
-        if self.path.as_ref().is_some_and(|p| p != path) || self.path_prefix.as_ref().is_some_and(|p| !path.starts_with(p.as_str())) {
+        if self.path.as_ref().is_some_and(|p| p != path)
+            || self
+                .path_prefix
+                .as_ref()
+                .is_some_and(|p| !path.starts_with(p.as_str()))
+        {
             return false;
         }
         if !self.methods.is_empty() && !self.methods.contains(request.method()) {
             return false;
         }
-        self.headers.iter().all(|(name, value)| request.headers().get(name) == Some(value))
+        self.headers
+            .iter()
+            .all(|(name, value)| request.headers().get(name) == Some(value))
     }
 }
 
 /// The host a request is for, without port.
 fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    let host = request.uri().host().or_else(|| request.headers().get(header::HOST)?.to_str().ok())?;
+    let host = request
+        .uri()
+        .host()
+        .or_else(|| request.headers().get(header::HOST)?.to_str().ok())?;
     Some(match host.rsplit_once(':') {
-        Some((name, port)) if !name.ends_with(']') && !name.contains(':') || port.bytes().all(|b| b.is_ascii_digit()) && name.ends_with(']') => name,
+        Some((name, port))
+            if !name.ends_with(']') && !name.contains(':')
+                || port.bytes().all(|b| b.is_ascii_digit()) && name.ends_with(']') =>
+        {
+            name
+        }
         _ => host,
     })
 }
@@ -117,7 +139,11 @@ pub struct ListenerRuntime {
 
 impl ListenerRuntime {
     fn route<B>(&self, request: &Request<B>) -> Option<&Arc<Cluster>> {
-        self.routes.iter().find(|r| r.matches(request)).map(|r| &r.cluster).or(self.default.as_ref())
+        self.routes
+            .iter()
+            .find(|r| r.matches(request))
+            .map(|r| &r.cluster)
+            .or(self.default.as_ref())
     }
 }
 
@@ -137,9 +163,14 @@ pub struct ConnContext {
 
 impl ConnContext {
     /// Context for a client connection from `peer`.
-    pub fn new(slot: Arc<ArcSwap<ListenerRuntime>>, peer: SocketAddr, framing_violation: Arc<AtomicBool>) -> ConnContext {
+    pub fn new(
+        slot: Arc<ArcSwap<ListenerRuntime>>,
+        peer: SocketAddr,
+        framing_violation: Arc<AtomicBool>,
+    ) -> ConnContext {
         let ip = peer.ip();
-        let xff = HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
+        let xff =
+            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
         let forwarded = match ip {
             std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
             std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
@@ -175,16 +206,29 @@ pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Respon
     metrics.requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
     let method = request.method().clone();
-    let path = runtime.access_log.as_ref().map(|_| request.uri().path().to_owned());
+    let path = runtime
+        .access_log
+        .as_ref()
+        .map(|_| request.uri().path().to_owned());
     let response = route_and_forward(&ctx, &runtime, request).await;
     metrics.count_status(response.status().as_u16());
     if let (Some(log), Some(path)) = (&runtime.access_log, path) {
-        log.record(ctx.peer, method, path, response.status().as_u16(), started.elapsed());
+        log.record(
+            ctx.peer,
+            method,
+            path,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
     }
     response
 }
 
-async fn route_and_forward(ctx: &ConnContext, runtime: &ListenerRuntime, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn route_and_forward(
+    ctx: &ConnContext,
+    runtime: &ListenerRuntime,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
     let metrics = &runtime.metrics;
     if ctx.framing_violation.load(Ordering::Relaxed) {
         metrics.smuggling_rejected.fetch_add(1, Ordering::Relaxed);
@@ -203,10 +247,12 @@ async fn route_and_forward(ctx: &ConnContext, runtime: &ListenerRuntime, request
     }
     let forward = forward(ctx, &cluster, request, runtime.body_bytes_max, metrics);
     match runtime.request_timeout {
-        Some(limit) => tokio::time::timeout(limit, forward).await.unwrap_or_else(|_| {
-            metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
-            status_response(StatusCode::GATEWAY_TIMEOUT, false)
-        }),
+        Some(limit) => tokio::time::timeout(limit, forward)
+            .await
+            .unwrap_or_else(|_| {
+                metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
+                status_response(StatusCode::GATEWAY_TIMEOUT, false)
+            }),
         None => forward.await,
     }
 }
@@ -216,7 +262,10 @@ fn is_upgrade<B>(request: &Request<B>) -> bool {
 }
 
 fn is_idempotent(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The hash of the request's balancing key.
@@ -224,7 +273,10 @@ fn key_hash<B>(ctx: &ConnContext, key: Option<&HashKey>, request: &Request<B>) -
     let found = match key {
         None | Some(HashKey::SourceIp) => None,
         Some(HashKey::Path) => Some(hash_bytes(request.uri().path().as_bytes())),
-        Some(HashKey::Header(name)) => request.headers().get(name.as_str()).map(|v| hash_bytes(v.as_bytes())),
+        Some(HashKey::Header(name)) => request
+            .headers()
+            .get(name.as_str())
+            .map(|v| hash_bytes(v.as_bytes())),
         Some(HashKey::Cookie(name)) => cookie(request, name).map(|v| hash_bytes(v.as_bytes())),
     };
     found.unwrap_or(ctx.peer_hash)
@@ -232,12 +284,17 @@ fn key_hash<B>(ctx: &ConnContext, key: Option<&HashKey>, request: &Request<B>) -
 
 /// The value of cookie `name`, if the request carries it.
 fn cookie<'r, B>(request: &'r Request<B>, name: &str) -> Option<&'r str> {
-    request.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
-        line.split(';').find_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            (key == name).then_some(value)
+    request
+        .headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|line| {
+            line.split(';').find_map(|pair| {
+                let (key, value) = pair.trim().split_once('=')?;
+                (key == name).then_some(value)
+            })
         })
-    })
 }
 
 /// Rewrites the head for the backend: drops hop-by-hop fields, adds
@@ -254,12 +311,21 @@ fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
         }
         headers.remove(header::UPGRADE);
     }
-    for name in [&KEEP_ALIVE, &PROXY_CONNECTION, &header::TE, &header::TRAILER, &header::TRANSFER_ENCODING] {
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
         if headers.contains_key(name) {
             headers.remove(name);
         }
     }
-    match headers.get(&X_FORWARDED_FOR).map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat()) {
+    match headers
+        .get(&X_FORWARDED_FOR)
+        .map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat())
+    {
         Some(joined) => {
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 headers.insert(&X_FORWARDED_FOR, value);
@@ -273,7 +339,11 @@ fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if parts.version != Version::HTTP_11 {
         if parts.version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
-            if let Some(authority) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            if let Some(authority) = parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
                 headers.insert(header::HOST, authority);
             }
         }
@@ -305,16 +375,29 @@ enum Failure {
 }
 
 /// Opens a new upstream HTTP/1.1 connection to `backend`.
-async fn connect(backend: &Backend, limit: Duration, upgrades: bool) -> Option<SendRequest<UpBody>> {
-    let stream = tokio::time::timeout(limit, TcpStream::connect(backend.addr)).await.ok()?.ok()?;
+async fn connect(
+    backend: &Backend,
+    limit: Duration,
+    upgrades: bool,
+) -> Option<SendRequest<UpBody>> {
+    let stream = tokio::time::timeout(limit, TcpStream::connect(backend.addr))
+        .await
+        .ok()?
+        .ok()?;
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(stream)).await.ok()?;
+    let (sender, connection) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
     if upgrades {
         tokio::spawn(connection.with_upgrades());
     } else {
         tokio::spawn(connection);
     }
-    backend.counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+    backend
+        .counters
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
     Some(sender)
 }
 
@@ -332,16 +415,28 @@ async fn take_ready(backend: &Backend) -> Option<SendRequest<UpBody>> {
 /// Picks a backend, waiting up to the queue timeout when every available
 /// backend is at its connection limit. `None`: nothing to pick.
 async fn pick(cluster: &Arc<Cluster>, key: u64, tried: &[usize]) -> Option<(usize, Arc<Backend>)> {
-    let deadline = cluster.config.queue_timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = cluster
+        .config
+        .queue_timeout
+        .map(|t| tokio::time::Instant::now() + t);
     loop {
         let set = cluster.set.load();
-        let ctx = PickContext { key_hash: key, tried, now_ms: now_ms() };
+        let ctx = PickContext {
+            key_hash: key,
+            tried,
+            now_ms: now_ms(),
+        };
         if let Some(index) = set.balancer.pick(&set.backends, &ctx) {
             return Some((index, Arc::clone(&set.backends[index])));
         }
-        let waiting = set.backends.iter().enumerate().any(|(i, b)| !tried.contains(&i) && b.is_up(ctx.now_ms));
+        let waiting = set
+            .backends
+            .iter()
+            .enumerate()
+            .any(|(i, b)| !tried.contains(&i) && b.is_up(ctx.now_ms));
         drop(set);
-        let deadline = deadline.filter(|_| waiting && cluster.config.backend_connections_max > 0)?;
+        let deadline =
+            deadline.filter(|_| waiting && cluster.config.backend_connections_max > 0)?;
         let notified = cluster.released.notified();
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return None;
@@ -362,19 +457,33 @@ async fn forward(
     let policy = &cluster.retry;
     let key = {
         let set = cluster.set.load();
-        if set.balancer.needs_key() { key_hash(ctx, cluster.hash_key.as_ref(), &request) } else { 0 }
+        if set.balancer.needs_key() {
+            key_hash(ctx, cluster.hash_key.as_ref(), &request)
+        } else {
+            0
+        }
     };
     let (mut parts, body) = request.into_parts();
     prepare_head(&mut parts, ctx, false);
     let idempotent = policy.all_methods || is_idempotent(&parts.method);
-    let may_replay = idempotent && policy.attempts > 1 && (policy.on_reset || policy.on_timeout || !policy.on_status.is_empty());
+    let may_replay = idempotent
+        && policy.attempts > 1
+        && (policy.on_reset || policy.on_timeout || !policy.on_status.is_empty());
     // A replayable body is kept as bytes; a streamed one can be sent once.
     let mut replay: Option<Bytes> = None;
     let mut stream: Option<Limited<Incoming>> = None;
     if body.is_end_stream() {
         replay = Some(Bytes::new());
-    } else if may_replay && body.size_hint().upper().is_some_and(|n| n <= REPLAY_BODY_BYTES_MAX) {
-        match Limited::new(body, REPLAY_BODY_BYTES_MAX as usize).collect().await {
+    } else if may_replay
+        && body
+            .size_hint()
+            .upper()
+            .is_some_and(|n| n <= REPLAY_BODY_BYTES_MAX)
+    {
+        match Limited::new(body, REPLAY_BODY_BYTES_MAX as usize)
+            .collect()
+            .await
+        {
             Ok(collected) => replay = Some(collected.to_bytes()),
             Err(_) => return status_response(StatusCode::BAD_REQUEST, true),
         }
@@ -385,6 +494,7 @@ async fn forward(
     let mut tried: [usize; ATTEMPTS_MAX] = [usize::MAX; ATTEMPTS_MAX];
     let mut head = Some(parts);
     let mut last_failure = None;
+    let mut last_response: Option<Response<ProxyBody>> = None;
     for attempt in 0..attempts {
         if attempt > 0 {
             if !cluster.budget.try_retry(policy, now_ms()) {
@@ -401,7 +511,7 @@ async fn forward(
             break;
         };
         tried[attempt] = index;
-        let mut lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
+        let lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
         let sender = match take_ready(&backend).await {
             Some(sender) => Some(sender),
             None => connect(&backend, cluster.connect_timeout, false).await,
@@ -420,17 +530,26 @@ async fn forward(
             (None, Some(streamed)) => Either::Right(streamed),
             (None, None) => break,
         };
-        let parts_for_send = if last || replay.is_none() { head.take() } else { None };
+        let parts_for_send = if last || replay.is_none() {
+            head.take()
+        } else {
+            None
+        };
         let request = match parts_for_send {
             Some(parts) => Request::from_parts(parts, body),
             None => {
-                let template = clone_head(head.as_ref().expect("head is kept while retries remain"));
+                let template =
+                    clone_head(head.as_ref().expect("head is kept while retries remain"));
                 let (p, ()) = template.into_parts();
                 Request::from_parts(p, body)
             }
         };
         let sent_at = Instant::now();
-        let outcome = tokio::time::timeout(cluster.response_timeout, send_fresh_on_stale(&backend, cluster, &mut sender, request)).await;
+        let outcome = tokio::time::timeout(
+            cluster.response_timeout,
+            send_fresh_on_stale(&backend, cluster, &mut sender, request),
+        )
+        .await;
         let response = match outcome {
             Err(_) => {
                 record_failure(cluster, &backend);
@@ -454,20 +573,34 @@ async fn forward(
         backend.observe_latency(sent_at.elapsed(), now);
         let status = response.status().as_u16();
         if status >= 500 {
-            backend.counters.responses_5xx.fetch_add(1, Ordering::Relaxed);
+            backend
+                .counters
+                .responses_5xx
+                .fetch_add(1, Ordering::Relaxed);
             if cluster.passive_5xx {
                 record_failure(cluster, &backend);
-            }
-            if !last && idempotent && replay.is_some() && policy.on_status.contains(&status) {
-                continue;
             }
         } else {
             backend.record_success();
         }
         let (mut response_parts, incoming) = response.into_parts();
         strip_response_hop_headers(&mut response_parts.headers);
-        let _ = &mut lease;
-        return Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+        let response =
+            Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+        if status >= 500
+            && !last
+            && idempotent
+            && replay.is_some()
+            && policy.on_status.contains(&status)
+        {
+            // Kept in case no other backend does better.
+            last_response = Some(response);
+            continue;
+        }
+        return response;
+    }
+    if let Some(response) = last_response {
+        return response;
     }
     metrics.upstream_failed.fetch_add(1, Ordering::Relaxed);
     match last_failure {
@@ -488,8 +621,12 @@ async fn send_fresh_on_stale(
     match sender.try_send_request(request).await {
         Ok(response) => Ok(response),
         Err(mut error) => {
-            let Some(request) = error.take_message() else { return Err(()) };
-            *sender = connect(backend, cluster.connect_timeout, false).await.ok_or(())?;
+            let Some(request) = error.take_message() else {
+                return Err(());
+            };
+            *sender = connect(backend, cluster.connect_timeout, false)
+                .await
+                .ok_or(())?;
             sender.send_request(request).await.map_err(|_| ())
         }
     }
@@ -503,7 +640,12 @@ fn record_failure(cluster: &Cluster, backend: &Backend) {
 }
 
 fn strip_response_hop_headers(headers: &mut http::HeaderMap) {
-    for name in [&header::CONNECTION, &KEEP_ALIVE, &header::TRANSFER_ENCODING, &PROXY_CONNECTION] {
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &header::TRANSFER_ENCODING,
+        &PROXY_CONNECTION,
+    ] {
         if headers.contains_key(name) {
             headers.remove(name);
         }
@@ -525,29 +667,44 @@ async fn upgrade(
     let mut tried = Vec::new();
     let mut body = Some(body);
     for _ in 0..(cluster.retry.attempts as usize).clamp(1, ATTEMPTS_MAX) {
-        let Some((index, backend)) = pick(cluster, key, &tried).await else { break };
+        let Some((index, backend)) = pick(cluster, key, &tried).await else {
+            break;
+        };
         tried.push(index);
         let Some(mut sender) = connect(&backend, cluster.connect_timeout, true).await else {
             record_failure(cluster, &backend);
             continue;
         };
         let lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
-        let upstream_body: UpBody = Either::Right(Limited::new(body.take().expect("body is sent once"), usize::MAX));
+        let upstream_body: UpBody = Either::Right(Limited::new(
+            body.take().expect("body is sent once"),
+            usize::MAX,
+        ));
         let (p, ()) = clone_head(&parts).into_parts();
-        let Ok(mut response) = sender.send_request(Request::from_parts(p, upstream_body)).await else {
+        let Ok(mut response) = sender
+            .send_request(Request::from_parts(p, upstream_body))
+            .await
+        else {
             record_failure(cluster, &backend);
             break;
         };
         backend.record_success();
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             let (response_parts, incoming) = response.into_parts();
-            return Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+            return Response::from_parts(
+                response_parts,
+                ProxyBody::upstream(incoming, lease, sender),
+            );
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             let _lease = lease;
             if let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream)).await;
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(upstream),
+                )
+                .await;
             }
         });
         let (response_parts, _) = response.into_parts();
@@ -567,15 +724,27 @@ mod tests {
 
     #[test]
     fn request_host_strips_ports() {
-        let request = Request::builder().uri("/").header("host", "Example.com:8080").body(()).expect("request");
+        let request = Request::builder()
+            .uri("/")
+            .header("host", "Example.com:8080")
+            .body(())
+            .expect("request");
         assert_eq!(request_host(&request), Some("Example.com"));
-        let request = Request::builder().uri("/").header("host", "[::1]:80").body(()).expect("request");
+        let request = Request::builder()
+            .uri("/")
+            .header("host", "[::1]:80")
+            .body(())
+            .expect("request");
         assert_eq!(request_host(&request), Some("[::1]"));
     }
 
     #[test]
     fn cookies_are_found_by_name() {
-        let request = Request::builder().uri("/").header("cookie", "a=1; sid=xyz; b=2").body(()).expect("request");
+        let request = Request::builder()
+            .uri("/")
+            .header("cookie", "a=1; sid=xyz; b=2")
+            .body(())
+            .expect("request");
         assert_eq!(cookie(&request, "sid"), Some("xyz"));
         assert_eq!(cookie(&request, "c"), None);
     }

@@ -77,7 +77,10 @@ impl ConnectionTracker {
         self.open.fetch_add(1, Ordering::AcqRel);
         metrics.connections.fetch_add(1, Ordering::Relaxed);
         metrics.connections_active.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard { tracker: Arc::clone(self), metrics: Arc::clone(metrics) }
+        ConnectionGuard {
+            tracker: Arc::clone(self),
+            metrics: Arc::clone(metrics),
+        }
     }
 }
 
@@ -88,7 +91,9 @@ struct ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .connections_active
+            .fetch_sub(1, Ordering::Relaxed);
         if self.tracker.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.closed.notify_waiters();
         }
@@ -97,7 +102,11 @@ impl Drop for ConnectionGuard {
 
 /// Binds a listening socket with address reuse and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
@@ -121,7 +130,10 @@ pub async fn run_http_listener(
         .max_buf_size(limits.header_bytes_max.max(8192))
         .max_headers(limits.header_count_max)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(limits.header_bytes_max as u32);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.header_bytes_max as u32);
     let builder = Arc::new(builder);
     let mut drain_accept = drain.clone();
     loop {
@@ -157,7 +169,11 @@ async fn serve_http_connection(
     metrics: &ListenerMetrics,
 ) {
     let violation = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(FramingIo { inner: stream, tracker: FramingTracker::default(), violation: Arc::clone(&violation) });
+    let io = TokioIo::new(FramingIo {
+        inner: stream,
+        tracker: FramingTracker::default(),
+        violation: Arc::clone(&violation),
+    });
     let ctx = Arc::new(ConnContext::new(slot, peer, violation));
     let service = service_fn(move |request| {
         let ctx = Arc::clone(&ctx);
@@ -182,7 +198,9 @@ async fn serve_http_connection(
     if let Err(error) = result {
         match error.downcast_ref::<hyper::Error>() {
             Some(e) if e.is_timeout() => metrics.header_timeouts.fetch_add(1, Ordering::Relaxed),
-            Some(e) if e.is_parse() || e.is_parse_too_large() => metrics.malformed.fetch_add(1, Ordering::Relaxed),
+            Some(e) if e.is_parse() || e.is_parse_too_large() => {
+                metrics.malformed.fetch_add(1, Ordering::Relaxed)
+            }
             Some(_) => 0,
             // Not a hyper error: the auto builder failed to read the preface or version.
             None => metrics.malformed.fetch_add(1, Ordering::Relaxed),
@@ -198,7 +216,11 @@ struct FramingIo {
 }
 
 impl AsyncRead for FramingIo {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
@@ -215,11 +237,19 @@ impl AsyncRead for FramingIo {
 }
 
 impl AsyncWrite for FramingIo {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
-    fn poll_write_vectored(self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[io::IoSlice<'_>]) -> Poll<io::Result<usize>> {
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
@@ -288,13 +318,22 @@ async fn serve_tcp_connection(mut client: TcpStream, peer: SocketAddr, runtime: 
     for _ in 0..attempts {
         let picked = {
             let set = cluster.set.load();
-            let ctx = PickContext { key_hash: key, tried: &tried, now_ms: now_ms() };
-            set.balancer.pick(&set.backends, &ctx).map(|i| (i, Arc::clone(&set.backends[i])))
+            let ctx = PickContext {
+                key_hash: key,
+                tried: &tried,
+                now_ms: now_ms(),
+            };
+            set.balancer
+                .pick(&set.backends, &ctx)
+                .map(|i| (i, Arc::clone(&set.backends[i])))
         };
-        let Some((index, backend)) = picked else { break };
+        let Some((index, backend)) = picked else {
+            break;
+        };
         tried.push(index);
         let lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
-        let connected = tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(backend.addr)).await;
+        let connected =
+            tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(backend.addr)).await;
         let Ok(Ok(mut upstream)) = connected else {
             backend.counters.failures.fetch_add(1, Ordering::Relaxed);
             backend.record_failure(cluster.passive_failures, cluster.ejection_time, now_ms());
@@ -306,5 +345,8 @@ async fn serve_tcp_connection(mut client: TcpStream, peer: SocketAddr, runtime: 
         drop(lease);
         return;
     }
-    runtime.metrics.tcp_connect_failed.fetch_add(1, Ordering::Relaxed);
+    runtime
+        .metrics
+        .tcp_connect_failed
+        .fetch_add(1, Ordering::Relaxed);
 }

@@ -36,7 +36,9 @@ pub struct StaticSource {
 impl StaticSource {
     /// A source publishing `backends`.
     pub fn new(backends: Vec<BackendSpec>) -> StaticSource {
-        StaticSource { sender: watch::Sender::new(backends) }
+        StaticSource {
+            sender: watch::Sender::new(backends),
+        }
     }
 
     /// Publishes a new list to every subscriber.
@@ -57,7 +59,10 @@ mod tests {
 
     #[test]
     fn subscribers_see_replacements() {
-        let spec = |port| BackendSpec { addr: SocketAddr::from(([127, 0, 0, 1], port)), weight: 1 };
+        let spec = |port| BackendSpec {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            weight: 1,
+        };
         let source = StaticSource::new(vec![spec(1)]);
         let mut receiver = source.subscribe();
         assert_eq!(*receiver.borrow_and_update(), vec![spec(1)]);

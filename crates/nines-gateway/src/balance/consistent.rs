@@ -72,7 +72,11 @@ impl Maglev {
             }
             hash = mix(hash.wrapping_add(1));
         }
-        scan_from(backends, ctx, (ctx.key_hash % backends.len() as u64) as usize)
+        scan_from(
+            backends,
+            ctx,
+            (ctx.key_hash % backends.len() as u64) as usize,
+        )
     }
 }
 
@@ -85,7 +89,10 @@ mod tests {
         let maglev = Maglev::new(list);
         (0..keys)
             .map(|key| {
-                let ctx = PickContext { key_hash: hash_bytes(format!("user-{key}").as_bytes()), ..ctx() };
+                let ctx = PickContext {
+                    key_hash: hash_bytes(format!("user-{key}").as_bytes()),
+                    ..ctx()
+                };
                 list[maglev.pick(list, &ctx).expect("pick")].addr
             })
             .collect()
@@ -117,7 +124,10 @@ mod tests {
             counts[index as usize] += 1;
         }
         let quarter = TABLE_SIZE / 4;
-        assert!(counts[0].abs_diff(quarter) < 200 && counts[2].abs_diff(2 * quarter) < 400, "{counts:?}");
+        assert!(
+            counts[0].abs_diff(quarter) < 200 && counts[2].abs_diff(2 * quarter) < 400,
+            "{counts:?}"
+        );
     }
 
     #[test]

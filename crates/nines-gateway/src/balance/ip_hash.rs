@@ -53,7 +53,10 @@ mod tests {
         let after = backends(&[1, 1, 1, 1]);
         let new = Balancer::new(BalanceKind::IpHash, &after);
         for i in 0..10_000 {
-            let ctx = PickContext { key_hash: client(i), ..ctx() };
+            let ctx = PickContext {
+                key_hash: client(i),
+                ..ctx()
+            };
             assert_eq!(old.pick(&before, &ctx), new.pick(&after, &ctx));
         }
     }
@@ -63,7 +66,10 @@ mod tests {
         let list = backends(&[1, 1, 1]);
         let mut counts = [0; 3];
         for i in 0..3000 {
-            let ctx = PickContext { key_hash: client(i), ..ctx() };
+            let ctx = PickContext {
+                key_hash: client(i),
+                ..ctx()
+            };
             let first = IpHash.pick(&list, &ctx).expect("pick");
             assert_eq!(IpHash.pick(&list, &ctx), Some(first));
             counts[first] += 1;
@@ -75,11 +81,25 @@ mod tests {
     fn down_backend_clients_move_and_others_stay() {
         let list = backends(&[1, 1, 1]);
         let before: Vec<_> = (0..1000)
-            .map(|i| IpHash.pick(&list, &PickContext { key_hash: client(i), ..ctx() }))
+            .map(|i| {
+                IpHash.pick(
+                    &list,
+                    &PickContext {
+                        key_hash: client(i),
+                        ..ctx()
+                    },
+                )
+            })
             .collect();
         list[1].set_healthy(false, 1);
         for (i, old) in before.iter().enumerate() {
-            let now = IpHash.pick(&list, &PickContext { key_hash: client(i as u32), ..ctx() });
+            let now = IpHash.pick(
+                &list,
+                &PickContext {
+                    key_hash: client(i as u32),
+                    ..ctx()
+                },
+            );
             assert_ne!(now, Some(1));
             if *old != Some(1) {
                 assert_eq!(now, *old, "clients of healthy backends keep their backend");

@@ -30,7 +30,8 @@ impl LeastConnections {
             let better = match best {
                 None => true,
                 Some((_, best_active, best_weight)) => {
-                    u128::from(active) * u128::from(best_weight) < u128::from(best_active) * u128::from(weight)
+                    u128::from(active) * u128::from(best_weight)
+                        < u128::from(best_active) * u128::from(weight)
                 }
             };
             if better {

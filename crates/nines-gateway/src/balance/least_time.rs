@@ -39,7 +39,10 @@ mod tests {
         for _ in 0..900 {
             counts[LeastResponseTime.pick(&list, &ctx()).expect("pick")] += 1;
         }
-        assert_eq!(counts[2], 0, "the slow backend loses every pairing: {counts:?}");
+        assert_eq!(
+            counts[2], 0,
+            "the slow backend loses every pairing: {counts:?}"
+        );
         assert!(counts[0] > 300 && counts[1] > 300, "{counts:?}");
     }
 

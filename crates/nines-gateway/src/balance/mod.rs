@@ -71,8 +71,12 @@ impl Balancer {
     pub fn new(kind: BalanceKind, backends: &[Arc<Backend>]) -> Balancer {
         match kind {
             BalanceKind::RoundRobin => Balancer::RoundRobin(RoundRobin::default()),
-            BalanceKind::WeightedRoundRobin => Balancer::SmoothWeighted(SmoothWeighted::new(backends.len())),
-            BalanceKind::LeastConnections => Balancer::LeastConnections(LeastConnections::default()),
+            BalanceKind::WeightedRoundRobin => {
+                Balancer::SmoothWeighted(SmoothWeighted::new(backends.len()))
+            }
+            BalanceKind::LeastConnections => {
+                Balancer::LeastConnections(LeastConnections::default())
+            }
             BalanceKind::LeastResponseTime => Balancer::LeastResponseTime(LeastResponseTime),
             BalanceKind::IpHash => Balancer::IpHash(IpHash),
             BalanceKind::ConsistentHash => Balancer::ConsistentHash(Maglev::new(backends)),
@@ -105,9 +109,15 @@ impl Balancer {
 }
 
 /// The first eligible index at or after `start`, wrapping around.
-pub(crate) fn scan_from(backends: &[Arc<Backend>], ctx: &PickContext<'_>, start: usize) -> Option<usize> {
+pub(crate) fn scan_from(
+    backends: &[Arc<Backend>],
+    ctx: &PickContext<'_>,
+    start: usize,
+) -> Option<usize> {
     let n = backends.len();
-    (0..n).map(|offset| (start + offset) % n).find(|&index| ctx.eligible(backends, index))
+    (0..n)
+        .map(|offset| (start + offset) % n)
+        .find(|&index| ctx.eligible(backends, index))
 }
 
 #[cfg(test)]
@@ -119,12 +129,21 @@ pub(crate) mod testing {
         weights
             .iter()
             .enumerate()
-            .map(|(i, &w)| Arc::new(Backend::new(format!("127.0.0.1:{}", 10_000 + i).parse().expect("addr"), w)))
+            .map(|(i, &w)| {
+                Arc::new(Backend::new(
+                    format!("127.0.0.1:{}", 10_000 + i).parse().expect("addr"),
+                    w,
+                ))
+            })
             .collect()
     }
 
     /// A context with no key and nothing tried.
     pub fn ctx() -> PickContext<'static> {
-        PickContext { key_hash: 0, tried: &[], now_ms: 1 }
+        PickContext {
+            key_hash: 0,
+            tried: &[],
+            now_ms: 1,
+        }
     }
 }

@@ -29,7 +29,8 @@ impl PowerOfTwo {
     /// The less loaded of two random eligible backends.
     pub fn pick(&self, backends: &[Arc<Backend>], ctx: &PickContext<'_>) -> Option<usize> {
         two_choices(backends, ctx, |backend| {
-            (u128::from(backend.active()) + 1) * 1_000_000 / u128::from(backend.effective_weight(ctx.now_ms))
+            (u128::from(backend.active()) + 1) * 1_000_000
+                / u128::from(backend.effective_weight(ctx.now_ms))
         })
     }
 }
@@ -47,7 +48,10 @@ pub(crate) fn two_choices(
     }
     let first = rng.gen_range(0..n);
     let second = (first + rng.gen_range(1..n)) % n;
-    match (ctx.eligible(backends, first), ctx.eligible(backends, second)) {
+    match (
+        ctx.eligible(backends, first),
+        ctx.eligible(backends, second),
+    ) {
         (true, true) => {
             if cost(&backends[second]) < cost(&backends[first]) {
                 Some(second)
@@ -73,7 +77,10 @@ mod tests {
         for _ in 0..4000 {
             counts[RandomPick.pick(&list, &ctx()).expect("pick")] += 1;
         }
-        assert!(counts.iter().all(|&c| (700..1300).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (700..1300).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -30,7 +30,9 @@ mod tests {
     fn cycles_through_all_backends_evenly() {
         let list = backends(&[1, 1, 1]);
         let rr = RoundRobin::default();
-        let picks: Vec<_> = (0..6).map(|_| rr.pick(&list, &ctx()).expect("pick")).collect();
+        let picks: Vec<_> = (0..6)
+            .map(|_| rr.pick(&list, &ctx()).expect("pick"))
+            .collect();
         assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
     }
 
@@ -39,10 +41,15 @@ mod tests {
         let list = backends(&[1, 1, 1]);
         list[1].set_healthy(false, 1);
         let rr = RoundRobin::default();
-        let picks: Vec<_> = (0..4).map(|_| rr.pick(&list, &ctx()).expect("pick")).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| rr.pick(&list, &ctx()).expect("pick"))
+            .collect();
         assert!(!picks.contains(&1), "{picks:?}");
         let tried = [0, 2];
-        let ctx = PickContext { tried: &tried, ..ctx() };
+        let ctx = PickContext {
+            tried: &tried,
+            ..ctx()
+        };
         assert_eq!(rr.pick(&list, &ctx), None);
     }
 }

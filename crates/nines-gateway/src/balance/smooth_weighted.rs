@@ -18,7 +18,9 @@ pub struct SmoothWeighted {
 impl SmoothWeighted {
     /// State for `count` backends.
     pub fn new(count: usize) -> SmoothWeighted {
-        SmoothWeighted { current: Mutex::new(vec![0; count]) }
+        SmoothWeighted {
+            current: Mutex::new(vec![0; count]),
+        }
     }
 
     /// The next backend of the weighted sequence among the eligible ones.
@@ -56,8 +58,13 @@ mod tests {
         let list = backends(&[5, 1, 1]);
         let swrr = SmoothWeighted::new(3);
         let names = ["a", "b", "c"];
-        let sequence: Vec<_> = (0..14).map(|_| names[swrr.pick(&list, &ctx()).expect("pick")]).collect();
-        assert_eq!(sequence, ["a", "a", "b", "a", "c", "a", "a", "a", "a", "b", "a", "c", "a", "a"]);
+        let sequence: Vec<_> = (0..14)
+            .map(|_| names[swrr.pick(&list, &ctx()).expect("pick")])
+            .collect();
+        assert_eq!(
+            sequence,
+            ["a", "a", "b", "a", "c", "a", "a", "a", "a", "b", "a", "c", "a", "a"]
+        );
     }
 
     #[test]

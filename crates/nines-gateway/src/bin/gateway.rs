@@ -7,8 +7,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some("--config"), Some(path)) => std::path::PathBuf::from(path),
         _ => return Err("usage: nines-gateway --config FILE".into()),
     };
-    tracing_subscriber::fmt().with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     Ok(nines_gateway::run_blocking(&path)?)
 }
