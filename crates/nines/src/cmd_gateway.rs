@@ -1,19 +1,63 @@
-//! `nines gateway` and `nines demo-backend`: placeholder until the gateway lands.
+//! `nines gateway` and `nines demo-backend`: thin wiring over nines-gateway.
+//! Each builds its own tokio runtime (worker threads from the gateway config)
+//! and runs until SIGINT/SIGTERM; the gateway reloads on SIGHUP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
 
 /// Arguments of `nines gateway`.
 #[derive(clap::Args, Debug)]
-pub struct GatewayArgs {}
+pub struct GatewayArgs {
+    /// Gateway config file (TOML; see DESIGN.md "Gateway config").
+    #[arg(long)]
+    pub config: PathBuf,
+}
 
 /// Arguments of `nines demo-backend`.
 #[derive(clap::Args, Debug)]
-pub struct DemoBackendArgs {}
-
-/// Refuses: the gateway is not built yet.
-pub fn run_gateway(_args: GatewayArgs) -> anyhow::Result<()> {
-    anyhow::bail!("nines gateway is not available in this build")
+pub struct DemoBackendArgs {
+    /// Port to listen on (127.0.0.1); 0 picks a free one.
+    #[arg(long)]
+    pub port: u16,
+    /// Name the backend answers with.
+    #[arg(long, default_value = "demo")]
+    pub name: String,
 }
 
-/// Refuses: the demo backend is not built yet.
-pub fn run_demo_backend(_args: DemoBackendArgs) -> anyhow::Result<()> {
-    anyhow::bail!("nines demo-backend is not available in this build")
+fn init_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Another command may already have installed a subscriber; that one is kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the gateway until SIGINT/SIGTERM.
+pub fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
+    init_logging();
+    nines_gateway::run_blocking(&args.config)
+        .with_context(|| format!("gateway {}", args.config.display()))
+}
+
+/// Runs a demo backend until the process is stopped.
+pub fn run_demo_backend(args: DemoBackendArgs) -> anyhow::Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("build runtime")?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    runtime.block_on(async {
+        let listener = nines_gateway::server::bind(addr).with_context(|| format!("bind {addr}"))?;
+        println!("listening {}", listener.local_addr()?);
+        nines_gateway::demo::DemoBackend::new(&args.name)
+            .serve(listener)
+            .await;
+        anyhow::Ok(())
+    })
 }
