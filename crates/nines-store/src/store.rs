@@ -423,30 +423,43 @@ impl Store {
         // Only keys written in the log's revisions up to `at` can hold
         // droppable entries: everything older was compacted before, except
         // a tombstone kept at the previous compaction revision, and that
-        // revision is the log's first one.
+        // revision is the log's first one. Compacting a key is idempotent,
+        // so a key written in several of these revisions is simply visited
+        // again (cheaper than sorting the keys to visit each once).
         let first = self.log_first_revision();
         let below = ((at - first).max(0) as usize).min(self.log.len());
-        let mut touched: Vec<Arc<[u8]>> = self.log.drain(..below).flatten().collect();
+        for record in self.log.drain(..below) {
+            for key in &record {
+                compact_key(&mut self.keys, &mut self.size_bytes, key, at);
+            }
+        }
         // The record of `at` itself stays: a watch may still start there.
         if at >= first {
             if let Some(record) = self.log.front() {
-                touched.extend(record.iter().cloned());
-            }
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        for key in touched {
-            let hist = self
-                .keys
-                .get_mut(&key[..])
-                .expect("a logged key has a history");
-            let (bytes, _) = hist.compact(at);
-            self.size_bytes -= bytes;
-            if hist.entries.is_empty() {
-                self.keys.remove(&key[..]);
+                for key in record {
+                    compact_key(&mut self.keys, &mut self.size_bytes, key, at);
+                }
             }
         }
         self.compact_revision = at;
+    }
+}
+
+/// Compacts one key's history at `at`, removing the key once nothing of it is kept.
+fn compact_key(
+    keys: &mut BTreeMap<Arc<[u8]>, KeyHistory>,
+    size_bytes: &mut u64,
+    key: &[u8],
+    at: i64,
+) {
+    // A key met again after its history emptied is already gone.
+    let Some(hist) = keys.get_mut(key) else {
+        return;
+    };
+    let (bytes, _) = hist.compact(at);
+    *size_bytes -= bytes;
+    if hist.entries.is_empty() {
+        keys.remove(key);
     }
 }
 
