@@ -264,16 +264,25 @@ impl Store {
                 }
             }
         }
-        store.rebuild_indexes();
+        store.rebuild_indexes(entries).map_err(corrupt)?;
         store.verify().map_err(corrupt)?;
         Ok(store)
     }
 
     /// Recomputes the live count, the byte count, the lease key sets and the
     /// revision log from the key histories.
-    fn rebuild_indexes(&mut self) {
+    fn rebuild_indexes(&mut self, entries: u64) -> Result<(), String> {
         let first = self.compact_revision.max(2);
-        let span = (self.revision - first + 1).max(0) as usize;
+        let span = self.revision.saturating_sub(first).saturating_add(1).max(0);
+        // Every revision the log covers wrote at least one entry, so a span
+        // longer than the entries is corrupt (and must not be allocated).
+        if span as u64 > entries {
+            return Err(format!(
+                "revisions {first}..={} cannot all have writes with {entries} entries",
+                self.revision
+            ));
+        }
+        let span = span as usize;
         let mut log: Vec<Vec<(u32, Arc<[u8]>)>> = vec![Vec::new(); span];
         for hist in self.keys.values() {
             for e in &hist.entries {
@@ -296,6 +305,7 @@ impl Store {
                 record.into_iter().map(|(_, k)| k).collect()
             })
             .collect::<VecDeque<_>>();
+        Ok(())
     }
 }
 
