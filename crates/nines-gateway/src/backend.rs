@@ -14,6 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use crate::body::UpBody;
 use crate::hash::hash_bytes;
+use crate::worker::{current, POOL_SLOTS};
 
 /// Most idle connections kept per backend.
 pub const IDLE_CONNECTIONS_MAX: usize = 512;
@@ -76,7 +77,7 @@ pub struct Backend {
     slow_start_ms: AtomicU64,
     /// Live counters.
     pub counters: BackendCounters,
-    idle: Mutex<Vec<SendRequest<UpBody>>>,
+    idle: [Mutex<Vec<SendRequest<UpBody>>>; POOL_SLOTS],
 }
 
 impl Backend {
@@ -97,7 +98,7 @@ impl Backend {
             active_max: AtomicU64::new(0),
             slow_start_ms: AtomicU64::new(0),
             counters: BackendCounters::default(),
-            idle: Mutex::new(Vec::new()),
+            idle: std::array::from_fn(|_| Mutex::new(Vec::new())),
         }
     }
 
@@ -243,9 +244,11 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Takes an idle connection, if any.
+    /// Takes an idle connection of the calling worker's pool, if any.
     pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().expect("idle pool lock is never poisoned");
+        let mut idle = self.idle[current() % POOL_SLOTS]
+            .lock()
+            .expect("idle pool lock is never poisoned");
         while let Some(sender) = idle.pop() {
             if !sender.is_closed() {
                 return Some(sender);
@@ -254,12 +257,15 @@ impl Backend {
         None
     }
 
-    /// Returns a connection to the idle pool.
+    /// Returns a connection to the calling worker's idle pool (the worker
+    /// whose runtime drives the connection, since leases end on that worker).
     pub fn put_idle(&self, sender: SendRequest<UpBody>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().expect("idle pool lock is never poisoned");
+        let mut idle = self.idle[current() % POOL_SLOTS]
+            .lock()
+            .expect("idle pool lock is never poisoned");
         if idle.len() < IDLE_CONNECTIONS_MAX {
             idle.push(sender);
         }
@@ -267,17 +273,19 @@ impl Backend {
 
     /// Closes every idle connection (the backend went away).
     pub fn drop_idle(&self) {
-        let drained: Vec<_> =
-            std::mem::take(&mut *self.idle.lock().expect("idle pool lock is never poisoned"));
-        drop(drained);
+        for slot in &self.idle {
+            let drained: Vec<_> =
+                std::mem::take(&mut *slot.lock().expect("idle pool lock is never poisoned"));
+            drop(drained);
+        }
     }
 
     /// Number of idle pooled connections.
     pub fn idle_count(&self) -> usize {
         self.idle
-            .lock()
-            .expect("idle pool lock is never poisoned")
-            .len()
+            .iter()
+            .map(|slot| slot.lock().expect("idle pool lock is never poisoned").len())
+            .sum()
     }
 }
 

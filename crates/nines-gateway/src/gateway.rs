@@ -32,6 +32,7 @@ use crate::server::{
     HEADER_BYTES_MAX_DEFAULT, HEADER_COUNT_MAX_DEFAULT, HEADER_READ_TIMEOUT_DEFAULT,
 };
 use crate::source::{BackendSource, ServiceResolver};
+use crate::worker::Workers;
 
 /// Default time graceful shutdown waits for connections.
 pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -99,6 +100,7 @@ struct Inner {
     tracker: Arc<ConnectionTracker>,
     resolver: Option<Arc<dyn ServiceResolver>>,
     admin_addr: Option<SocketAddr>,
+    workers: Workers,
     drain_timeout: Duration,
 }
 
@@ -124,6 +126,16 @@ impl Gateway {
         config_path: Option<PathBuf>,
         resolver: Option<Arc<dyn ServiceResolver>>,
     ) -> Result<Gateway, GatewayError> {
+        Gateway::start_with_workers(config, config_path, resolver, Workers::inline()).await
+    }
+
+    /// Like [`Gateway::start`], spreading client connections over `workers`.
+    pub async fn start_with_workers(
+        config: Config,
+        config_path: Option<PathBuf>,
+        resolver: Option<Arc<dyn ServiceResolver>>,
+        workers: Workers,
+    ) -> Result<Gateway, GatewayError> {
         let (stop, _) = watch::channel(false);
         let admin_listener = match config.gateway.admin {
             Some(addr) => Some(bind(addr).map_err(|source| GatewayError::Bind {
@@ -147,6 +159,7 @@ impl Gateway {
             tracker: Arc::new(ConnectionTracker::default()),
             resolver,
             admin_addr,
+            workers,
             drain_timeout: config
                 .gateway
                 .drain_timeout
@@ -393,6 +406,7 @@ impl Gateway {
                     stop_rx,
                     drain,
                     tracker,
+                    self.inner.workers.clone(),
                 ));
                 Slot::Http(runtime)
             }
@@ -403,6 +417,7 @@ impl Gateway {
                     stop_rx,
                     drain,
                     tracker,
+                    self.inner.workers.clone(),
                 ));
                 Slot::Tcp(runtime)
             }

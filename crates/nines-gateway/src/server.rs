@@ -28,6 +28,7 @@ use crate::framing::FramingTracker;
 use crate::hash::hash_ip;
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{handle, ConnContext, ListenerRuntime};
+use crate::worker::Workers;
 
 /// Default time for a client to send a request head (and keep-alive idle time).
 pub const HEADER_READ_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
@@ -121,6 +122,7 @@ pub async fn run_http_listener(
     mut stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     tracker: Arc<ConnectionTracker>,
+    workers: Workers,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -136,6 +138,7 @@ pub async fn run_http_listener(
         .max_header_list_size(limits.header_bytes_max as u32);
     let builder = Arc::new(builder);
     let mut drain_accept = drain.clone();
+    let mut next_worker = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -153,7 +156,8 @@ pub async fn run_http_listener(
         let builder = Arc::clone(&builder);
         let slot = Arc::clone(&slot);
         let drain = drain.clone();
-        tokio::spawn(async move {
+        next_worker = next_worker.wrapping_add(1);
+        workers.spawn(next_worker, async move {
             serve_http_connection(stream, peer, slot, &builder, drain, &metrics).await;
             drop(guard);
         });
@@ -284,8 +288,10 @@ pub async fn run_tcp_listener(
     mut stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     tracker: Arc<ConnectionTracker>,
+    workers: Workers,
 ) {
     let mut drain_accept = drain.clone();
+    let mut next_worker = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -299,7 +305,8 @@ pub async fn run_tcp_listener(
         let runtime = slot.load_full();
         let guard = tracker.enter(&runtime.metrics);
         let mut drain = drain.clone();
-        tokio::spawn(async move {
+        next_worker = next_worker.wrapping_add(1);
+        workers.spawn(next_worker, async move {
             tokio::select! {
                 _ = serve_tcp_connection(stream, peer, &runtime) => {}
                 _ = drain.wait_for(|d| *d) => {}

@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same wrk command straight to one backend (the
+# ceiling), through nines gateway, through HAProxy and through nginx, all on
+# loopback, in alternating rounds; then the same kill-a-backend-under-load
+# run through each proxy. Writes medians and ratios to bench/RESULTS.md under
+# "## Gateway". Every side gets the same thread count (WORKERS).
+#
+# Usage: bench/gateway/run.sh            (ROUNDS=4 DURATION=10 CONNS=64 WRK_THREADS=2 WORKERS="1 2")
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+ROUNDS=${ROUNDS:-4}
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+WORKERS=${WORKERS:-"1 2"}
+KILL_AFTER=${KILL_AFTER:-3}
+
+# Bench-only tools (not test dependencies).
+need=()
+command -v wrk >/dev/null 2>&1 || need+=(wrk)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p nines-gateway --bin nines-gateway
+RESULTS=${RESULTS:-$ROOT/bench/RESULTS.md}
+GATEWAY="$ROOT/target/release/nines-gateway"
+COMMIT=$(git rev-parse --short HEAD)
+
+WORK=$(mktemp -d /tmp/nines-gw-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { # wait_port PORT: until something accepts on it (5 s)
+  for _ in $(seq 1 250); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.02
+  done
+  echo "port $1 never opened" >&2; return 1
+}
+
+# --- backends: three single-process nginx instances answering 200 "ok".
+BACKEND_PORTS=()
+BACKEND_PIDS=()
+start_backend() { # start_backend INDEX
+  local i=$1 port=${BACKEND_PORTS[$1]} dir="$WORK/backend$1"
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } } }
+EOF
+  "$NGINX" -c "$dir/nginx.conf" -p "$dir" 2>/dev/null &
+  BACKEND_PIDS[$i]=$!
+  PIDS+=("$!")
+  wait_port "$port"
+}
+start_backends() {
+  for i in 0 1 2; do start_backend "$i"; done
+}
+stop_backends() {
+  for i in 0 1 2; do kill -9 "${BACKEND_PIDS[$i]}" 2>/dev/null || true; wait "${BACKEND_PIDS[$i]}" 2>/dev/null || true; done
+}
+for i in 0 1 2; do BACKEND_PORTS[$i]=$(free_port); done
+
+# --- proxy configs, one per side and thread count.
+write_configs() { # write_configs THREADS PORT
+  local n=$1 port=$2 dir="$WORK/proxy$1"
+  mkdir -p "$dir"
+  {
+    echo "[gateway]"; echo "worker_threads = $n"; echo
+    echo "[[listener]]"; echo 'name = "web"'; echo "bind = \"127.0.0.1:$port\""; echo 'protocol = "http"'; echo 'cluster = "web"'; echo
+    echo "[[cluster]]"; echo 'name = "web"'; echo 'balance = "round_robin"'
+    echo "backends = [{ addr = \"127.0.0.1:${BACKEND_PORTS[0]}\" }, { addr = \"127.0.0.1:${BACKEND_PORTS[1]}\" }, { addr = \"127.0.0.1:${BACKEND_PORTS[2]}\" }]"
+    echo 'connect_timeout = "500ms"'; echo 'response_timeout = "5s"'
+    echo "[cluster.health]"; echo 'kind = "http"'; echo 'path = "/"'; echo 'interval = "500ms"'; echo 'timeout = "300ms"'; echo 'rise = 2'; echo 'fall = 2'
+    echo "[cluster.passive]"; echo 'consecutive_failures = 1'; echo 'ejection_time = "5s"'
+    echo "[cluster.retry]"; echo 'attempts = 3'; echo 'on = ["connect-failure", "reset", "timeout"]'
+  } >"$dir/nines.toml"
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+  nbthread $n
+  maxconn 8000
+defaults
+  mode http
+  option http-keep-alive
+  http-reuse always
+  timeout connect 500ms
+  timeout client 30s
+  timeout server 5s
+  retries 3
+  option redispatch 1
+  retry-on conn-failure empty-response response-timeout
+frontend web
+  bind 127.0.0.1:$port
+  default_backend web
+backend web
+  balance roundrobin
+  default-server check inter 500ms fall 2 rise 2
+  server b0 127.0.0.1:${BACKEND_PORTS[0]}
+  server b1 127.0.0.1:${BACKEND_PORTS[1]}
+  server b2 127.0.0.1:${BACKEND_PORTS[2]}
+EOF
+  cat >"$dir/nginx.conf" <<EOF
+daemon off; worker_processes $n; pid $dir/nginx.pid; error_log $dir/error.log crit;
+events { worker_connections 8192; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  upstream web {
+    server 127.0.0.1:${BACKEND_PORTS[0]} max_fails=1 fail_timeout=5s;
+    server 127.0.0.1:${BACKEND_PORTS[1]} max_fails=1 fail_timeout=5s;
+    server 127.0.0.1:${BACKEND_PORTS[2]} max_fails=1 fail_timeout=5s;
+    keepalive 256;
+  }
+  server { listen 127.0.0.1:$port;
+    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_connect_timeout 500ms; proxy_read_timeout 5s;
+      proxy_next_upstream error timeout http_502 http_503 non_idempotent; proxy_next_upstream_tries 3; } } }
+EOF
+}
+
+PROXY_PID=""
+start_proxy() { # start_proxy SIDE THREADS PORT
+  local side=$1 n=$2 port=$3 dir="$WORK/proxy$2"
+  case $side in
+    nines) "$GATEWAY" --config "$dir/nines.toml" 2>"$dir/nines.log" & ;;
+    haproxy) "$HAPROXY" -f "$dir/haproxy.cfg" -db 2>"$dir/haproxy.log" & ;;
+    nginx) "$NGINX" -c "$dir/nginx.conf" -p "$dir" 2>"$dir/nginx.log" & ;;
+  esac
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  wait_port "$port"
+  # One request so every side starts warm.
+  curl -s -o /dev/null "http://127.0.0.1:$port/" || true
+}
+stop_proxy() {
+  kill -TERM "$PROXY_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$PROXY_PID" 2>/dev/null || break; sleep 0.05; done
+  kill -9 "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+}
+
+WRK_CMD="wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency"
+RAW="$WORK/raw.tsv"
+: >"$RAW"
+run_wrk() { # run_wrk LABEL URL KIND -> appends a row to $RAW
+  local label=$1 url=$2 kind=$3 out="$WORK/wrk.out"
+  $WRK_CMD "$url" >"$out" 2>&1 || true
+  python3 - "$out" "$label" "$kind" >>"$RAW" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    if not m: return float("nan")
+    x = float(m.group(1)); return {"us": x / 1000, "ms": x, "s": x * 1000}[m.group(2)]
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+total = re.search(r"(\d+) requests in", text)
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+errors = sum(int(x) for x in sock.groups()) if sock else 0
+print("\t".join([sys.argv[3], sys.argv[2], rps.group(1) if rps else "nan", str(ms(p50.group(1)) if p50 else "nan"),
+                 str(ms(p99.group(1)) if p99 else "nan"), total.group(1) if total else "0",
+                 non2xx.group(1) if non2xx else "0", str(errors)]))
+PY
+  tail -n1 "$RAW"
+}
+
+PROXY_PORT=$(free_port)
+for n in $WORKERS; do write_configs "$n" "$PROXY_PORT"; done
+
+# --- throughput rounds: every side once per round, order reversed every other round.
+start_backends
+SIDES=("direct 1")
+for n in $WORKERS; do SIDES+=("nines $n" "haproxy $n" "nginx $n"); done
+for round in $(seq 1 "$ROUNDS"); do
+  order=("${SIDES[@]}")
+  if (( round % 2 == 0 )); then
+    order=(); for (( i=${#SIDES[@]}-1; i>=0; i-- )); do order+=("${SIDES[$i]}"); done
+  fi
+  for entry in "${order[@]}"; do
+    read -r side n <<<"$entry"
+    if [ "$side" = direct ]; then
+      run_wrk "direct" "http://127.0.0.1:${BACKEND_PORTS[0]}/" tput
+    else
+      start_proxy "$side" "$n" "$PROXY_PORT"
+      run_wrk "$side-$n" "http://127.0.0.1:$PROXY_PORT/" tput
+      stop_proxy
+    fi
+  done
+done
+
+# --- kill one of three backends under load, for each proxy at the smallest thread count.
+KILL_N=$(echo "$WORKERS" | awk '{print $1}')
+for side in nines haproxy nginx; do
+  stop_backends
+  start_backends
+  start_proxy "$side" "$KILL_N" "$PROXY_PORT"
+  ( sleep "$KILL_AFTER"; kill -9 "${BACKEND_PIDS[1]}" 2>/dev/null ) &
+  killer=$!
+  run_wrk "$side-$KILL_N" "http://127.0.0.1:$PROXY_PORT/" kill
+  wait "$killer" 2>/dev/null || true
+  stop_proxy
+done
+stop_backends
+
+# --- summary into bench/RESULTS.md.
+LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
+python3 - "$RAW" "$RESULTS" <<PY
+import statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+tput = {}
+for kind, label, rps, p50, p99, total, non2xx, errors in rows:
+    if kind == "tput":
+        tput.setdefault(label, []).append((float(rps), float(p50), float(p99)))
+def med(label, i): return statistics.median(v[i] for v in tput[label])
+direct = med("direct", 0)
+lines = []
+lines.append("## Gateway\n")
+lines.append("Commit \`$COMMIT\`; machine: $(nproc) cores ($CPU), load average at the end $LOAD (the machine is shared; rounds alternate to spread the noise).")
+lines.append("Backends: three single-process nginx instances on loopback answering 200 \`ok\`. Every proxy side runs with the same thread count N")
+lines.append("(nines \`worker_threads = N\`, HAProxy \`nbthread N\`, nginx \`worker_processes N\`), all with keep-alive upstream connections,")
+lines.append("round robin over the three backends, health checks and retries configured. Load: \`$WRK_CMD URL\`, $ROUNDS rounds, medians shown.")
+lines.append("nines is the \`nines-gateway\` binary of this crate (release build; the same library as \`nines gateway\`). Command: \`bench/gateway/run.sh\`.\n")
+lines.append("| side | threads | requests/s (median) | p50 ms | p99 ms | vs direct | vs HAProxy (same threads) |")
+lines.append("|---|---|---|---|---|---|---|")
+labels = ["direct"] + sorted([l for l in tput if l != "direct"], key=lambda l: (int(l.split("-")[1]), ["nines", "haproxy", "nginx"].index(l.split("-")[0])))
+for label in labels:
+    side, n = (label.split("-") + ["-"])[:2]
+    rps = med(label, 0)
+    hap = "haproxy-" + n
+    vs_hap = f"{rps / med(hap, 0):.2f}" if hap in tput and side != "haproxy" and side != "direct" else ""
+    lines.append(f"| {side} | {n} | {rps:,.0f} | {med(label, 1):.2f} | {med(label, 2):.2f} | {rps / direct:.0%} | {vs_hap} |")
+lines.append("")
+lines.append("Kill one of three backends (\`kill -9\`) ${KILL_AFTER}s into the same wrk run (threads = $(echo "$WORKERS" | awk '{print $1}')):")
+lines.append("nines: retries on connect-failure/reset/timeout, passive ejection, health checks; HAProxy: \`retries 3\`, \`option redispatch 1\`,")
+lines.append("\`retry-on conn-failure empty-response response-timeout\`, checks; nginx: \`proxy_next_upstream error timeout http_502 http_503 non_idempotent\`, \`max_fails=1\`.\n")
+lines.append("| side | requests | non-2xx | socket errors | requests/s |")
+lines.append("|---|---|---|---|---|")
+for kind, label, rps, p50, p99, total, non2xx, errors in rows:
+    if kind == "kill":
+        lines.append(f"| {label.split('-')[0]} | {total} | {non2xx} | {errors} | {float(rps):,.0f} |")
+lines.append("")
+lines.append("Raw rows (kind, side, requests/s, p50 ms, p99 ms, requests, non-2xx, socket errors):\n")
+lines.append("\`\`\`")
+lines.extend("\t".join(r) for r in rows)
+lines.append("\`\`\`\n")
+section = "\n".join(lines)
+path = sys.argv[2]
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = "# Benchmark results\n\n"
+start = text.find("## Gateway\n")
+if start < 0:
+    text = text.rstrip("\n") + "\n\n" + section
+else:
+    end = text.find("\n## ", start + 1)
+    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+open(path, "w").write(text)
+print(section)
+PY
