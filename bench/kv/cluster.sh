@@ -176,6 +176,16 @@ cleanup_processes() {
   STARTED_PIDS=()
 }
 
+# Copies the nines binaries into $WORK and points NINES_BIN and BENCH_BIN at the copies.
+snapshot_binaries() {
+  if [ -x "$NINES_BIN" ]; then
+    cp "$NINES_BIN" "$WORK/nines-server-bin"
+    NINES_BIN=$WORK/nines-server-bin
+  fi
+  cp "$BENCH_BIN" "$WORK/nines-bench-bin"
+  BENCH_BIN=$WORK/nines-bench-bin
+}
+
 # Prints "N cores, MODEL" for RESULTS.md.
 machine_summary() {
   local model

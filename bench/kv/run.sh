@@ -30,6 +30,8 @@ finish() {
 trap finish EXIT
 
 [ -x "$BENCH_BIN" ] || (cd "$ROOT" && cargo build --release -p nines)
+# Copies of the binaries, so a rebuild during the run changes nothing measured.
+snapshot_binaries
 for side in $SIDES; do
   case $side in
     etcd) [ -x "$ETCD_BIN" ] || die "etcd not found at $ETCD_BIN (Debian package etcd-server)" ;;
