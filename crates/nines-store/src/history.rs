@@ -5,12 +5,10 @@
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
 use crate::types::KeyValue;
 
 /// The data of a key version that exists (not a tombstone).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Live {
     /// The value bytes.
     pub value: Vec<u8>,
@@ -23,7 +21,7 @@ pub(crate) struct Live {
 }
 
 /// One write to a key: a put (live data) or a delete (tombstone).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Entry {
     /// Main revision of the write.
     pub mod_revision: i64,

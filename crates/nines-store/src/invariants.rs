@@ -21,6 +21,9 @@ struct KeyTally<'a> {
 impl Store {
     /// Panics if an invariant is broken. Costs time proportional to the
     /// whole state: for tests and debugging, not the apply path.
+    ///
+    /// # Panics
+    /// When an invariant is broken, naming it.
     pub fn check_invariants(&self) {
         if let Err(reason) = self.verify() {
             panic!("store invariant broken: {reason}");

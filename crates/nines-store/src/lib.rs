@@ -27,6 +27,7 @@
 //! proposer's job, as it depends on the cluster's election timeout.
 #![forbid(unsafe_code)]
 
+mod codec;
 mod error;
 mod history;
 mod invariants;

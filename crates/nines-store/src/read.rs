@@ -73,6 +73,10 @@ impl Found<'_> {
 
 impl Store {
     /// Reads a range. `revision <= 0` reads the current revision.
+    ///
+    /// # Errors
+    /// `EmptyKey` for an empty key, `FutureRevision` above the current
+    /// revision, `Compacted` below the compaction revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StoreError> {
         if req.key.is_empty() {
             return Err(StoreError::EmptyKey);
@@ -198,6 +202,10 @@ impl Store {
     /// `(revision, sub)` order. Stops at the end of the first revision that
     /// brings the count to `max_events` or more, so a revision is never split.
     /// A `start_revision` below 1 is treated as 1.
+    ///
+    /// # Errors
+    /// `Compacted` when `start_revision` is below the compaction revision
+    /// (etcd's rule: a watch may start at the compaction revision itself).
     pub fn changes(
         &self,
         key: &[u8],
@@ -266,6 +274,10 @@ impl Store {
     /// the current revision), in key then revision order, and the compaction
     /// revision. Members with the same history get the same hash. Returns the
     /// hash and the compaction revision.
+    ///
+    /// # Errors
+    /// `FutureRevision` above the current revision, `Compacted` below the
+    /// compaction revision.
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64), StoreError> {
         let upto = self.read_revision(revision)?;
         let mut hasher = crc32fast::Hasher::new();

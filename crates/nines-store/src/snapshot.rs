@@ -2,7 +2,7 @@
 //!
 //! Layout: the magic `NINESNAP`, the format version (u32 LE), then framed
 //! records `[payload length u32 LE][crc32 of payload u32 LE][payload]`,
-//! each payload one bincode [`Record`]: `Meta` first, then every `Lease` by
+//! each payload one record (encoded in `codec.rs`): `Meta` first, then every `Lease` by
 //! id, then the key histories in key order (a long history spans several
 //! consecutive `Key` records), and last `End` with the counts and a crc32
 //! over every byte before it. A flipped byte fails a record crc or the final
@@ -12,12 +12,11 @@
 //! snapshot's bytes (pass a buffered reader for speed).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-
+use crate::codec::Record;
 use crate::error::StoreError;
 use crate::history::{Entry, KeyHistory};
 use crate::store::{LeaseState, Store};
@@ -27,32 +26,6 @@ use crate::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_RECORD_BYTES_MAX};
 const MAGIC: &[u8; 8] = b"NINESNAP";
 /// Format version this code writes and reads.
 const FORMAT_VERSION: u32 = 1;
-
-/// One framed record of a snapshot.
-#[derive(Serialize, Deserialize)]
-enum Record<'a> {
-    /// The store's revisions; always the first record.
-    Meta {
-        revision: i64,
-        compact_revision: i64,
-    },
-    /// One lease (its keys are rebuilt from the key histories).
-    Lease { id: i64, ttl_secs: i64 },
-    /// A key and a run of its history; consecutive records with the same
-    /// key continue it.
-    Key {
-        key: Cow<'a, [u8]>,
-        entries: Cow<'a, [Entry]>,
-    },
-    /// The last record: counts and the crc32 of every byte before it.
-    End {
-        leases: u64,
-        keys: u64,
-        entries: u64,
-        records: u64,
-        checksum: u32,
-    },
-}
 
 fn corrupt(reason: impl Into<String>) -> StoreError {
     StoreError::SnapshotCorrupt {
@@ -75,8 +48,7 @@ impl<W: Write> Writer<W> {
 
     fn record(&mut self, record: &Record<'_>) -> Result<(), StoreError> {
         self.buf.clear();
-        bincode::serialize_into(&mut self.buf, record)
-            .map_err(|e| io::Error::other(format!("encoding a snapshot record: {e}")))?;
+        record.encode(&mut self.buf);
         let len = u32::try_from(self.buf.len())
             .ok()
             .filter(|&l| l as usize <= SNAPSHOT_RECORD_BYTES_MAX)
@@ -136,7 +108,7 @@ impl<R: Read> Reader<'_, R> {
         let before = self.hasher.clone().finalize();
         self.hasher.update(&header);
         self.hasher.update(&self.buf);
-        let record: Record<'static> = bincode::deserialize(&self.buf)
+        let record = Record::decode(&self.buf)
             .map_err(|e| corrupt(format!("record {} does not decode: {e}", self.records)))?;
         self.records += 1;
         Ok((record, before))
@@ -145,6 +117,9 @@ impl<R: Read> Reader<'_, R> {
 
 impl Store {
     /// Writes the whole state (history, leases, revisions) to `w`.
+    ///
+    /// # Errors
+    /// `Io` when `w` fails.
     pub fn write_snapshot<W: Write>(&self, w: &mut W) -> Result<(), StoreError> {
         debug_assert_eq!(self.verify(), Ok(()));
         let mut out = Writer {
@@ -190,6 +165,11 @@ impl Store {
     /// Reads a snapshot written by [`Store::write_snapshot`], verifying the
     /// magic, the format version, every record's crc, the counts, the final
     /// checksum and the store invariants.
+    ///
+    /// # Errors
+    /// `SnapshotCorrupt` naming the first fault found (bad magic, unknown
+    /// format version, truncation, a record crc, counts, the final checksum,
+    /// a broken invariant); `Io` when `r` fails.
     pub fn read_snapshot<R: Read>(r: &mut R) -> Result<Store, StoreError> {
         let mut input = Reader {
             input: r,
@@ -218,12 +198,13 @@ impl Store {
         store.revision = revision;
         store.compact_revision = compact_revision;
         let mut entries = 0u64;
+        let mut histories: Vec<KeyHistory> = Vec::new();
         loop {
             let (record, checksum_before) = input.record()?;
             match record {
                 Record::Meta { .. } => return Err(corrupt("a second metadata record")),
                 Record::Lease { id, ttl_secs } => {
-                    if !store.keys.is_empty() || store.leases.keys().next_back() >= Some(&id) {
+                    if !histories.is_empty() || store.leases.keys().next_back() >= Some(&id) {
                         return Err(corrupt(format!("lease {id} out of order")));
                     }
                     store.leases.insert(
@@ -236,7 +217,7 @@ impl Store {
                 }
                 Record::Key { key, entries: run } => {
                     entries += run.len() as u64;
-                    add_key_run(&mut store.keys, &key, run.into_owned())?;
+                    add_key_run(&mut histories, &key, run.into_owned())?;
                 }
                 Record::End {
                     leases,
@@ -247,7 +228,7 @@ impl Store {
                 } => {
                     let counted = (
                         store.leases.len() as u64,
-                        store.keys.len() as u64,
+                        histories.len() as u64,
                         entries,
                         input.records - 1,
                     );
@@ -264,6 +245,9 @@ impl Store {
                 }
             }
         }
+        // The histories arrive in strictly increasing key order, which lets
+        // the map be built in bulk rather than by one insert per key.
+        store.keys = histories.into_iter().map(|h| (h.key.clone(), h)).collect();
         store.rebuild_indexes(entries).map_err(corrupt)?;
         store.verify().map_err(corrupt)?;
         Ok(store)
@@ -311,30 +295,26 @@ impl Store {
 
 /// Appends a run of a key's history read from a snapshot, checking order.
 fn add_key_run(
-    keys: &mut BTreeMap<Arc<[u8]>, KeyHistory>,
+    histories: &mut Vec<KeyHistory>,
     key: &[u8],
     run: Vec<Entry>,
 ) -> Result<(), StoreError> {
     if run.is_empty() {
         return Err(corrupt(format!("key {key:?} has an empty record")));
     }
-    if let Some((last_key, hist)) = keys.iter_mut().next_back() {
-        if &last_key[..] == key {
-            hist.entries.extend(run);
+    if let Some(last) = histories.last_mut() {
+        if &last.key[..] == key {
+            last.entries.extend(run);
             return Ok(());
         }
-        if &last_key[..] > key {
+        if &last.key[..] > key {
             return Err(corrupt(format!("key {key:?} out of order")));
         }
     }
-    let arc: Arc<[u8]> = Arc::from(key);
-    keys.insert(
-        arc.clone(),
-        KeyHistory {
-            key: arc,
-            entries: run,
-        },
-    );
+    histories.push(KeyHistory {
+        key: Arc::from(key),
+        entries: run,
+    });
     Ok(())
 }
 

@@ -14,6 +14,11 @@ use crate::types::{CommandResponse, RequestOp, ResponseOp, TxnRequest, TxnRespon
 impl Store {
     /// Runs a read-only transaction at the current revision. Fails with
     /// `TxnHasWrites` if a branch that would run holds a put or a delete.
+    ///
+    /// # Errors
+    /// As a transaction applied through [`Store::apply`] (`EmptyKey`,
+    /// `DuplicateKey`, a range's `FutureRevision` or `Compacted`), and
+    /// `TxnHasWrites`.
     pub fn txn_read(&self, req: &TxnRequest) -> Result<TxnResponse, StoreError> {
         check_txn_static(req)?;
         let path = self.txn_path(req);

@@ -165,7 +165,7 @@ fn reframe(records: &[Vec<u8>]) -> Vec<u8> {
         out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         out.extend_from_slice(payload);
     }
-    // End: leases, keys, entries, records (u64 each), then the checksum (u32).
+    // End: tag, leases, keys, entries, records (u64 each), then the checksum (u32).
     let mut end = end[0].clone();
     let checksum = crc32fast::hash(&out);
     let at = end.len() - 4;
@@ -197,13 +197,13 @@ fn snapshot_with_valid_checksums_but_impossible_state_is_refused() {
         bytes,
         "reframing an untouched snapshot is exact"
     );
-    // Meta is variant 0: tag u32, then revision i64, compact_revision i64.
+    // Meta: tag u8, then revision i64, compact_revision i64.
     let mut bad = records.clone();
-    bad[0][4..12].copy_from_slice(&i64::MAX.to_le_bytes());
+    bad[0][1..9].copy_from_slice(&i64::MAX.to_le_bytes());
     let e = Store::read_snapshot(&mut reframe(&bad).as_slice()).unwrap_err();
     assert!(e.to_string().contains("cannot all have writes"), "{e}");
     let mut bad = records.clone();
-    bad[0][12..20].copy_from_slice(&(s.revision() + 1).to_le_bytes());
+    bad[0][9..17].copy_from_slice(&(s.revision() + 1).to_le_bytes());
     let e = Store::read_snapshot(&mut reframe(&bad).as_slice()).unwrap_err();
     assert!(matches!(e, StoreError::SnapshotCorrupt { .. }), "{e}");
     // Dropping a lease record leaves a key attached to a missing lease
@@ -211,14 +211,14 @@ fn snapshot_with_valid_checksums_but_impossible_state_is_refused() {
     let mut bad = records;
     let lease_7 = bad
         .iter()
-        .position(|r| r[..4] == 1u32.to_le_bytes() && r[4..12] == 7i64.to_le_bytes())
+        .position(|r| r[0] == 1 && r[1..9] == 7i64.to_le_bytes())
         .expect("the record of lease 7");
     bad.remove(lease_7);
     let end = bad.len() - 1;
-    let leases = u64::from_le_bytes(bad[end][4..12].try_into().unwrap()) - 1;
-    bad[end][4..12].copy_from_slice(&leases.to_le_bytes());
-    let records_count = u64::from_le_bytes(bad[end][28..36].try_into().unwrap()) - 1;
-    bad[end][28..36].copy_from_slice(&records_count.to_le_bytes());
+    let leases = u64::from_le_bytes(bad[end][1..9].try_into().unwrap()) - 1;
+    bad[end][1..9].copy_from_slice(&leases.to_le_bytes());
+    let records_count = u64::from_le_bytes(bad[end][25..33].try_into().unwrap()) - 1;
+    bad[end][25..33].copy_from_slice(&records_count.to_le_bytes());
     let e = Store::read_snapshot(&mut reframe(&bad).as_slice()).unwrap_err();
     assert!(e.to_string().contains("lease"), "{e}");
 }
