@@ -6,7 +6,7 @@
 //! removes its directory, the task sets abort their tasks. So dropping the
 //! future returned by [`run`] (Ctrl-C) or a panic leaves nothing behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::linearizability::{check_history, CheckLimits, Verdict};
 use crate::lost_writes::lost_acknowledged_writes;
 use crate::report::{self, FaultRecord, OpCounts, Report, RunVerdict};
 use crate::rng::SeededRng;
-use crate::workload::{self, key_name, WorkloadConfig};
+use crate::workload::{self, key_name, WorkloadConfig, LEDGER_PREFIX};
 
 /// Everything a run needs to know.
 #[derive(Clone, Debug)]
@@ -184,6 +184,7 @@ pub async fn run(
         op_timeout: config.op_timeout,
         put_percent,
         cas_percent,
+        ledger_percent: if config.crash_loop.is_some() { 30 } else { 10 },
     };
     let mut clients = JoinSet::new();
     for client in 0..config.clients {
@@ -561,7 +562,56 @@ async fn final_reads(
             endpoint = (endpoint + 1) % endpoints.len();
         }
     }
+    read_ledger(endpoints, config, origin, deadline, history, &mut finals).await;
     finals
+}
+
+/// Reads the whole ledger and records, for every ledger key written or
+/// found, a read of it (absent keys read as `None`), so that both checkers
+/// judge each ledger write on its own.
+async fn read_ledger(
+    endpoints: &[String],
+    config: &ChaosConfig,
+    origin: Instant,
+    deadline: Instant,
+    history: &mut Vec<Operation>,
+    finals: &mut BTreeMap<String, Option<String>>,
+) {
+    let reader = config.clients as u32;
+    let mut endpoint = 0;
+    while Instant::now() < deadline {
+        let endpoint_now = &endpoints[endpoint];
+        endpoint = (endpoint + 1) % endpoints.len();
+        let Some(mut client) = workload::connect(endpoint_now, config.op_timeout).await else {
+            continue;
+        };
+        let invoke_ns = origin.elapsed().as_nanos() as u64;
+        let page_timeout = config.op_timeout * 5;
+        let Some(found) = workload::read_prefix(&mut client, LEDGER_PREFIX, page_timeout).await
+        else {
+            continue;
+        };
+        let complete_ns = origin.elapsed().as_nanos() as u64;
+        let mut keys: BTreeSet<String> = history
+            .iter()
+            .filter(|operation| operation.key.starts_with(LEDGER_PREFIX))
+            .map(|operation| operation.key.clone())
+            .collect();
+        keys.extend(found.keys().cloned());
+        for key in keys {
+            let value = found.get(&key).cloned();
+            history.push(Operation {
+                client: reader,
+                key: key.clone(),
+                command: Command::Get,
+                invoke_ns,
+                complete_ns,
+                outcome: Outcome::Ok(Response::Get(value.clone())),
+            });
+            finals.insert(key, value);
+        }
+        return;
+    }
 }
 
 /// Polls every member's status until `stop`; returns the number of leader
@@ -618,10 +668,17 @@ async fn judge(
     .await
     .expect("the checker does not panic on any history");
     let lost = lost_acknowledged_writes(&history, &finals);
-    let final_reads_missing: Vec<String> = (0..config.keys)
+    let mut final_reads_missing: Vec<String> = (0..config.keys)
         .map(key_name)
         .filter(|key| !finals.contains_key(key))
         .collect();
+    let ledger_written = history
+        .iter()
+        .any(|operation| operation.key.starts_with(LEDGER_PREFIX));
+    let ledger_read = finals.keys().any(|key| key.starts_with(LEDGER_PREFIX));
+    if ledger_written && !ledger_read {
+        final_reads_missing.push(LEDGER_PREFIX.to_string());
+    }
 
     let write_times = report::write_times_ms(&history);
     let gaps = report::write_gaps(&write_times, 0, end_ms);

@@ -7,9 +7,10 @@
 //! connections, leader changes) is unknown. After an error a client moves
 //! to the next member's endpoint.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use tokio::sync::watch;
 
 use crate::history::{Command, Operation, Outcome, Response};
@@ -29,7 +30,15 @@ pub struct WorkloadConfig {
     /// Out of 100 operations, how many are compare-and-swaps (when the client
     /// knows a value to expect); the rest are gets.
     pub cas_percent: u64,
+    /// Out of 100 operations, how many first go to a fresh ledger key (a
+    /// write-once put under [`LEDGER_PREFIX`]) instead: every acknowledged
+    /// ledger write must still be there at the end, which checks durability
+    /// of every write rather than of the last one per key.
+    pub ledger_percent: u64,
 }
+
+/// Prefix of the write-once ledger keys.
+pub const LEDGER_PREFIX: &str = "chaos/ledger/";
 
 /// Pause after a request that was not answered, before the next one.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
@@ -65,11 +74,15 @@ pub async fn run_client(
             },
         };
         let key_index = rng.below(config.keys as u64) as usize;
-        let key = key_name(key_index);
+        let mut key = key_name(key_index);
         let roll = rng.below(100);
+        let to_ledger = rng.below(100) < config.ledger_percent;
         sequence += 1;
         let fresh_value = format!("{client_id}-{sequence}");
-        let command = if roll < config.put_percent {
+        let command = if to_ledger {
+            key = format!("{LEDGER_PREFIX}{fresh_value}");
+            Command::Put { value: fresh_value }
+        } else if roll < config.put_percent {
             Command::Put { value: fresh_value }
         } else if roll < config.put_percent + config.cas_percent {
             match &last_seen[key_index] {
@@ -86,6 +99,7 @@ pub async fn run_client(
         let outcome = execute(client, &key, &command, config.op_timeout).await;
         let complete = origin.elapsed();
         match (&command, &outcome) {
+            _ if to_ledger => {}
             (Command::Put { value }, Outcome::Ok(_))
             | (Command::Cas { new: value, .. }, Outcome::Ok(Response::Cas(true))) => {
                 last_seen[key_index] = Some(value.clone());
@@ -207,4 +221,44 @@ fn never_sent_or_refused(message: &str) -> bool {
     ]
     .iter()
     .any(|marker| message.contains(marker))
+}
+
+/// Most keys asked for per page when reading the ledger.
+const LEDGER_PAGE_KEYS: i64 = 1000;
+
+/// Reads every key under `prefix` (linearizable range reads, page by page);
+/// `None` if any page fails or times out.
+pub async fn read_prefix(
+    client: &mut Client,
+    prefix: &str,
+    op_timeout: Duration,
+) -> Option<BTreeMap<String, String>> {
+    let mut end = prefix.as_bytes().to_vec();
+    // The prefix ends in '/', so bumping its last byte gives the range end.
+    let last = end.last_mut()?;
+    *last += 1;
+    let mut start = prefix.as_bytes().to_vec();
+    let mut found = BTreeMap::new();
+    loop {
+        let options = GetOptions::new()
+            .with_range(end.clone())
+            .with_limit(LEDGER_PAGE_KEYS);
+        let page = tokio::time::timeout(op_timeout, client.get(start.clone(), Some(options)))
+            .await
+            .ok()?
+            .ok()?;
+        for kv in page.kvs() {
+            found.insert(
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                String::from_utf8_lossy(kv.value()).into_owned(),
+            );
+        }
+        match page.kvs().last() {
+            Some(kv) if page.more() => {
+                start = kv.key().to_vec();
+                start.push(0);
+            }
+            _ => return Some(found),
+        }
+    }
 }
