@@ -887,6 +887,27 @@ fn assert_same_store(a: &Store, b: &Store) {
     );
 }
 
+/// `hash_kv` refuses the revisions a range refuses, and the hash at a
+/// revision never changes while the compaction revision stays: later writes
+/// must not leak into it.
+fn check_hashes(store: &Store, model: &Model, seen: &mut BTreeMap<i64, (u32, i64)>) {
+    for rev in (model.compact_revision - 1).max(0)..=model.revision() + 1 {
+        let got = store.hash_kv(rev).map_err(|e| from_store(&e));
+        match (got, model.read_revision(rev)) {
+            (Ok(hash), Ok(_)) if rev > 0 => {
+                assert_eq!(hash.1, model.compact_revision);
+                if let Some(before) = seen.insert(rev, hash) {
+                    if before.1 == hash.1 {
+                        assert_eq!(before, hash, "hash at {rev} changed");
+                    }
+                }
+            }
+            (Ok(_), Ok(_)) => {}
+            (got, want) => assert_eq!(got.map(|_| ()), want.map(|_| ()), "hash_kv at {rev}"),
+        }
+    }
+}
+
 /// Maps a percentage in `0..=100` onto `0..=reached + 1`; negatives stay.
 fn scale(percent: i64, reached: i64) -> i64 {
     if percent < 0 {
@@ -899,6 +920,7 @@ fn scale(percent: i64, reached: i64) -> i64 {
 fn run(steps: &[(Command, Probe)]) -> Store {
     let mut store = Store::new();
     let mut model = Model::new();
+    let mut hashes = BTreeMap::new();
     for (cmd, probe) in steps {
         // Compaction and probe revisions are generated as percentages of the
         // revision reached, so they land on kept, compacted and future ones.
@@ -915,12 +937,17 @@ fn run(steps: &[(Command, Probe)]) -> Store {
         }
         probe.changes.2 = scale(probe.changes.2, reached);
         check_step(&mut store, &mut model, &cmd, &probe);
+        check_hashes(&store, &model, &mut hashes);
     }
     store
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // PROPTEST_CASES raises the count for a longer hunt; 512 by default.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn store_matches_model(steps in prop::collection::vec((command(), probe()), 1..60)) {
