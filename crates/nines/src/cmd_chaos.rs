@@ -83,9 +83,9 @@ pub struct ChaosArgs {
 }
 
 /// Runs `nines chaos`; exits the process with the verdict's status.
-pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    let config = config_from(args.clone_report_free())?;
-    let report_path = args.report.clone();
+pub fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
+    let report_path = args.report.take();
+    let config = config_from(args)?;
     println!("seed: {} (replay with --seed {})", config.seed, config.seed);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -115,32 +115,6 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<()> {
         RunVerdict::Pass => Ok(()),
         RunVerdict::Violation => std::process::exit(1),
         RunVerdict::Inconclusive => std::process::exit(2),
-    }
-}
-
-impl ChaosArgs {
-    /// The arguments without the report path (kept by the caller).
-    fn clone_report_free(&self) -> ChaosArgs {
-        ChaosArgs {
-            nodes: self.nodes,
-            duration: self.duration,
-            clients: self.clients,
-            keys: self.keys,
-            faults: self.faults.clone(),
-            seed: self.seed,
-            report: None,
-            target: self.target.clone(),
-            etcd_binary: self.etcd_binary.clone(),
-            crash_loop: self.crash_loop,
-            max_write_gap: self.max_write_gap,
-            op_timeout: self.op_timeout,
-            hold: self.hold.clone(),
-            quiet: self.quiet.clone(),
-            check_timeout: self.check_timeout,
-            work_dir: self.work_dir.clone(),
-            unsafe_stale_reads: self.unsafe_stale_reads,
-            unsafe_lazy_fsync: self.unsafe_lazy_fsync,
-        }
     }
 }
 
