@@ -55,12 +55,13 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     fn from_config(config: Option<&crate::config::RetryConfig>) -> RetryPolicy {
         let Some(config) = config else {
-            // Without a retry table a failed connect still moves to another
-            // backend once: nothing was sent, so it is always safe.
+            // Without a retry table a request still moves to another backend
+            // once when the connection failed or broke before any answer
+            // (idempotent methods only for the latter): nginx's default too.
             return RetryPolicy {
                 attempts: 2,
                 on_connect_failure: true,
-                on_reset: false,
+                on_reset: true,
                 on_timeout: false,
                 on_status: Vec::new(),
                 all_methods: false,

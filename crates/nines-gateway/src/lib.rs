@@ -24,20 +24,25 @@ pub mod worker;
 pub use config::{Config, ConfigError};
 pub use gateway::{Gateway, GatewayError};
 
-/// Loads `path`, builds a runtime with the configured worker threads and
+/// Loads `path`, starts one single-threaded runtime per configured worker and
 /// serves until SIGINT/SIGTERM (SIGHUP reloads). For the binaries.
 pub fn run_blocking(path: &std::path::Path) -> Result<(), GatewayError> {
     let config = Config::load(path)?;
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.gateway.worker_threads {
-        builder.worker_threads(threads);
-    }
-    let runtime = builder
+    let threads = config
+        .gateway
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Worker 0 is this thread's runtime; it also runs accept loops, health
+    // checks and the admin listener.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|source| GatewayError::Runtime { source })?;
+    let workers = worker::Workers::start(runtime.handle().clone(), threads)
+        .map_err(|source| GatewayError::Runtime { source })?;
     runtime.block_on(async {
-        let gateway = Gateway::start(config, Some(path.to_owned()), None).await?;
+        let gateway =
+            Gateway::start_with_workers(config, Some(path.to_owned()), None, workers).await?;
         gateway
             .run_until_signal()
             .await

@@ -414,7 +414,12 @@ async fn take_ready(backend: &Backend) -> Option<SendRequest<UpBody>> {
 
 /// Picks a backend, waiting up to the queue timeout when every available
 /// backend is at its connection limit. `None`: nothing to pick.
-async fn pick(cluster: &Arc<Cluster>, key: u64, tried: &[usize]) -> Option<(usize, Arc<Backend>)> {
+async fn pick(
+    cluster: &Arc<Cluster>,
+    key: u64,
+    tried: &[usize],
+    sticky: Option<u64>,
+) -> Option<(usize, Arc<Backend>)> {
     let deadline = cluster
         .config
         .queue_timeout
@@ -426,7 +431,11 @@ async fn pick(cluster: &Arc<Cluster>, key: u64, tried: &[usize]) -> Option<(usiz
             tried,
             now_ms: now_ms(),
         };
-        if let Some(index) = set.balancer.pick(&set.backends, &ctx) {
+        // A sticky client goes back to its backend while that one is eligible.
+        let stuck = sticky
+            .and_then(|id| set.backends.iter().position(|b| b.id == id))
+            .filter(|&i| ctx.eligible(&set.backends, i));
+        if let Some(index) = stuck.or_else(|| set.balancer.pick(&set.backends, &ctx)) {
             return Some((index, Arc::clone(&set.backends[index])));
         }
         let waiting = set
@@ -463,6 +472,10 @@ async fn forward(
             0
         }
     };
+    let sticky_cookie = cluster.config.sticky_cookie.as_deref();
+    let sticky = sticky_cookie
+        .and_then(|name| cookie(&request, name))
+        .and_then(|v| u64::from_str_radix(v, 16).ok());
     let (mut parts, body) = request.into_parts();
     prepare_head(&mut parts, ctx, false);
     let idempotent = policy.all_methods || is_idempotent(&parts.method);
@@ -503,7 +516,7 @@ async fn forward(
             }
             metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let Some((index, backend)) = pick(cluster, key, &tried[..attempt]).await else {
+        let Some((index, backend)) = pick(cluster, key, &tried[..attempt], sticky).await else {
             if attempt == 0 {
                 metrics.no_backend.fetch_add(1, Ordering::Relaxed);
                 return status_response(StatusCode::SERVICE_UNAVAILABLE, false);
@@ -585,6 +598,12 @@ async fn forward(
         }
         let (mut response_parts, incoming) = response.into_parts();
         strip_response_hop_headers(&mut response_parts.headers);
+        if let Some(name) = sticky_cookie.filter(|_| sticky != Some(backend.id)) {
+            let value = format!("{name}={:016x}; Path=/; HttpOnly", backend.id);
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response_parts.headers.append(header::SET_COOKIE, value);
+            }
+        }
         let response =
             Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
         if status >= 500
@@ -667,7 +686,7 @@ async fn upgrade(
     let mut tried = Vec::new();
     let mut body = Some(body);
     for _ in 0..(cluster.retry.attempts as usize).clamp(1, ATTEMPTS_MAX) {
-        let Some((index, backend)) = pick(cluster, key, &tried).await else {
+        let Some((index, backend)) = pick(cluster, key, &tried, None).await else {
             break;
         };
         tried.push(index);

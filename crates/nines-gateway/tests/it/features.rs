@@ -287,3 +287,58 @@ async fn consistent_hash_on_header_keeps_a_user_on_one_backend() -> anyhow::Resu
     gateway.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_keeps_a_client_on_its_backend_until_it_dies() -> anyhow::Result<()> {
+    let mut backends: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| BackendProcess::spawn(n))
+        .collect::<Result<_, _>>()?;
+    let refs: Vec<_> = backends.iter().collect();
+    let extra = "sticky_cookie = \"nines\"\n[cluster.passive]\nconsecutive_failures = 1\nejection_time = \"30s\"";
+    let gateway = start_gateway(&one_cluster(&backend_list(&refs), extra)).await?;
+    let web = gateway.listener_addr("web").await.expect("web");
+    let client = client();
+    let response = client.get(format!("http://{web}/").parse()?).await?;
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .expect("first answer sets the cookie")
+        .to_str()?
+        .to_owned();
+    let first = String::from_utf8_lossy(&response.into_body().collect().await?.to_bytes())
+        .trim()
+        .to_owned();
+    let pair = set_cookie.split(';').next().expect("name=value").to_owned();
+    let request = || {
+        http::Request::get(format!("http://{web}/"))
+            .header("cookie", pair.as_str())
+            .body(Empty::<Bytes>::new())
+    };
+    for _ in 0..10 {
+        let response = client.request(request()?).await?;
+        assert!(
+            response.headers().get("set-cookie").is_none(),
+            "a valid cookie is not set again"
+        );
+        let body = response.into_body().collect().await?.to_bytes();
+        assert_eq!(String::from_utf8_lossy(&body).trim(), first);
+    }
+    let index = ["a", "b", "c"]
+        .iter()
+        .position(|n| *n == first)
+        .expect("known backend");
+    backends[index].kill();
+    let response = client.request(request()?).await?;
+    assert_eq!(
+        response.status(),
+        200,
+        "the dead backend's clients fail over"
+    );
+    assert!(
+        response.headers().get("set-cookie").is_some(),
+        "and get a new sticky backend"
+    );
+    gateway.shutdown().await;
+    Ok(())
+}
