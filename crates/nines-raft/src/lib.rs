@@ -5,6 +5,7 @@
 //! linearizably. It knows nothing of the client protocol.
 
 pub mod log_store;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod state_machine;
@@ -19,7 +20,9 @@ pub mod pb {
     tonic::include_proto!("ninespeer");
 }
 
+pub use membership::{ChangeOutcome, MemberChange, MemberInfo, MembershipError};
 pub use node::{ClusterState, NodeConfig, NodeStatus, RaftNode, StartError, Timing, WriteError};
+pub use openraft::ServerState;
 pub use state_machine::AppliedEvents;
 pub use types::*;
 

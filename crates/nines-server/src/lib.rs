@@ -7,7 +7,9 @@ pub mod convert;
 pub mod errors;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -67,6 +69,8 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Whether `/v1/debug/faults` is served.
     pub fault_injection: bool,
+    /// How often watchers that asked for progress notifications get one.
+    pub watch_progress_interval: std::time::Duration,
 }
 
 /// Why a member stopped with an error.
@@ -105,7 +109,9 @@ pub fn header(node: &RaftNode, revision: i64) -> pb::etcdserverpb::ResponseHeade
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     use pb::etcdserverpb::cluster_server::ClusterServer;
     use pb::etcdserverpb::kv_server::KvServer;
+    use pb::etcdserverpb::lease_server::LeaseServer;
     use pb::etcdserverpb::maintenance_server::MaintenanceServer;
+    use pb::etcdserverpb::watch_server::WatchServer;
 
     let client_listener = tokio::net::TcpListener::bind(cfg.listen_client)
         .await
@@ -127,11 +133,15 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .max_decoding_message_size(decode_max)
         .max_encoding_message_size(usize::MAX);
     let maint = maintenance::MaintenanceService::new(node.clone());
+    let watch = watch::WatchService::new(node.clone(), cfg.watch_progress_interval);
+    let lease = lease::LeaseService::new(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .add_service(kv)
+        .add_service(WatchServer::new(watch))
+        .add_service(LeaseServer::new(lease))
         .add_service(MaintenanceServer::new(maint.clone()))
         .add_service(ClusterServer::new(maint))
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {

@@ -1,6 +1,7 @@
 //! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm (list),
-//! Defragment. Snapshots and leader moves are refused with `Unimplemented`
-//! until they are built.
+//! Defragment, and Snapshot, which streams the member's applied state as a
+//! nines snapshot file (padded and followed by its SHA-256, the shape
+//! etcdctl checks). Leader moves are refused with `Unimplemented`.
 
 use std::pin::Pin;
 
@@ -14,6 +15,8 @@ use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 
 /// The etcd API version members report, so clients pick the v3.4 feature set.
 pub const API_VERSION: &str = "3.4.0";
+/// Bytes of snapshot per streamed message (etcd's chunk size).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Maintenance and Cluster services.
 #[derive(Clone)]
@@ -32,18 +35,15 @@ impl MaintenanceService {
         crate::header(&self.node, rev)
     }
 
+    pub(crate) fn node(&self) -> &RaftNode {
+        &self.node
+    }
+
     pub(crate) fn members(&self) -> Vec<pb::Member> {
         self.node
-            .status()
-            .members
+            .members()
             .into_iter()
-            .map(|(id, node, is_learner)| pb::Member {
-                id,
-                name: node.name,
-                peer_urls: node.peer_urls,
-                client_urls: node.client_urls,
-                is_learner,
-            })
+            .map(crate::cluster::member_pb)
             .collect()
     }
 }
@@ -156,7 +156,27 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Err(not_yet("Maintenance.Snapshot"))
+        let bytes = self
+            .node
+            .export_snapshot()
+            .await
+            .map_err(|e| Status::internal(format!("etcdserver: snapshot failed: {e}")))?;
+        let header = self.header();
+        let total = bytes.len();
+        // Each message carries the bytes still to come after it, so the last
+        // one says 0, as etcd's stream does.
+        let messages: Vec<Result<pb::SnapshotResponse, Status>> = bytes
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .scan(0usize, |sent, chunk| {
+                *sent += chunk.len();
+                Some(Ok(pb::SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: (total - *sent) as u64,
+                    blob: chunk.to_vec(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
     }
 
     async fn move_leader(

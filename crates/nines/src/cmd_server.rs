@@ -181,6 +181,7 @@ impl ServerArgs {
                 txn_ops_max,
             },
             fault_injection: a.unsafe_fault_injection,
+            watch_progress_interval: Duration::from_secs(600),
             node: NodeConfig {
                 data_dir: a
                     .data_dir

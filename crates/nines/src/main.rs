@@ -5,6 +5,7 @@ mod cmd_bench;
 mod cmd_chaos;
 mod cmd_gateway;
 mod cmd_kv;
+mod cmd_member;
 mod cmd_playground;
 mod cmd_server;
 mod cmd_status;
@@ -37,6 +38,8 @@ enum Command {
     Playground(cmd_playground::PlaygroundArgs),
     /// Key-value operations.
     Kv(cmd_kv::KvArgs),
+    /// Membership: list, add, remove, promote, update.
+    Member(cmd_member::MemberArgs),
     /// Members, leader, term, revision and health of each endpoint.
     Status(cmd_status::StatusArgs),
     /// Run the load-balancing gateway.
@@ -81,13 +84,23 @@ pub(crate) async fn connect(endpoints: &[String]) -> anyhow::Result<etcd_client:
     cmd_kv::connect_client(endpoints).await
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // The chain of causes, without a backtrace: errors say what went
+        // wrong and what to do.
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let endpoints = cli.endpoints;
     match cli.command {
         Command::Server(args) => cmd_server::run(*args),
         Command::Playground(args) => cmd_playground::run(args),
         Command::Kv(args) => cmd_kv::run(args, &endpoints),
+        Command::Member(args) => cmd_member::run(args, &endpoints),
         Command::Status(args) => cmd_status::run(args, &endpoints),
         Command::Gateway(args) => cmd_gateway::run_gateway(args),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),

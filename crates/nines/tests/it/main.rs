@@ -9,3 +9,4 @@ mod kv_client;
 mod partition;
 mod playground;
 mod support;
+mod watch_lease;
