@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Command, Operation, Outcome, Response};
 
@@ -43,7 +43,7 @@ impl Default for CheckLimits {
 }
 
 /// The checker's answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// A valid linearization exists.
@@ -55,7 +55,7 @@ pub enum Verdict {
 }
 
 /// The verdict for a whole history.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CheckReport {
     /// Linearizable only if every key is; not linearizable if any key is not.
     pub verdict: Verdict,
@@ -69,7 +69,7 @@ pub struct CheckReport {
 }
 
 /// A minimal non-linearizable sub-history of one key.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OffendingHistory {
     /// The key.
     pub key: String,

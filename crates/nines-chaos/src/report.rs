@@ -5,14 +5,14 @@
 //! fixed contract: `linearizable`, `lost_acknowledged_writes`,
 //! `longest_write_gap_ms`, `ops`, `faults`) and renders as terminal text.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{Operation, Outcome};
 use crate::linearizability::{OffendingHistory, Verdict};
 use crate::lost_writes::LostWrite;
 
 /// Operation counts by outcome.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpCounts {
     /// Answered by the store.
     pub ok: u64,
@@ -38,7 +38,7 @@ impl OpCounts {
 }
 
 /// One injected fault.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultRecord {
     /// The fault kind (`kill`, `pause`, `partition`, ...).
     pub kind: String,
@@ -58,7 +58,7 @@ pub struct FaultRecord {
 }
 
 /// Whether the run passed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunVerdict {
     /// No violation, and every check finished.
@@ -70,7 +70,7 @@ pub enum RunVerdict {
 }
 
 /// Everything a chaos run found.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// `nines` or `etcd`.
     pub target: String,
@@ -164,6 +164,26 @@ pub fn longest_gap_overlapping(gaps: &[(u64, u64)], from_ms: u64, to_ms: u64) ->
 }
 
 impl Report {
+    /// Per fault kind (in order of first appearance): how many were
+    /// injected, and the maximum and median of their longest write gaps.
+    pub fn gaps_by_fault_kind(&self) -> Vec<(String, usize, u64, u64)> {
+        let mut kinds: Vec<(String, Vec<u64>)> = Vec::new();
+        for fault in &self.faults {
+            match kinds.iter_mut().find(|(kind, _)| *kind == fault.kind) {
+                Some((_, gaps)) => gaps.push(fault.longest_write_gap_ms),
+                None => kinds.push((fault.kind.clone(), vec![fault.longest_write_gap_ms])),
+            }
+        }
+        kinds
+            .into_iter()
+            .map(|(kind, mut gaps)| {
+                gaps.sort_unstable();
+                let max = gaps.last().copied().unwrap_or(0);
+                (kind, gaps.len(), max, gaps[gaps.len() / 2])
+            })
+            .collect()
+    }
+
     /// The report as terminal text.
     pub fn to_text(&self) -> String {
         let mut text = String::new();
@@ -199,6 +219,10 @@ impl Report {
                     format!(" ({})", fault.note)
                 }
             ));
+        }
+        line("by fault kind: count, longest write gap max / median (ms)".to_string());
+        for (kind, count, max, median) in self.gaps_by_fault_kind() {
+            line(format!("  {kind:<11} {count:>4}  {max:>6} / {median:>6}"));
         }
         line(format!("elections seen: {}", self.elections));
         line(format!(

@@ -13,7 +13,7 @@ use anyhow::Context;
 use nines_chaos::cluster::Target;
 use nines_chaos::faults::FaultKind;
 use nines_chaos::linearizability::CheckLimits;
-use nines_chaos::report::RunVerdict;
+use nines_chaos::report::{Report, RunVerdict};
 use nines_chaos::runner::{self, ChaosConfig, Progress};
 
 /// Arguments of `nines chaos`.
@@ -74,6 +74,10 @@ pub struct ChaosArgs {
     /// Directory in which the run's temporary directory is made.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Print the text of a report saved with --report, and exit with its
+    /// verdict's status; nothing is run.
+    #[arg(long, value_name = "FILE")]
+    pub show_report: Option<PathBuf>,
     /// Planted bug (test only): members serve reads without ReadIndex.
     #[arg(long)]
     pub unsafe_stale_reads: bool,
@@ -84,6 +88,14 @@ pub struct ChaosArgs {
 
 /// Runs `nines chaos`; exits the process with the verdict's status.
 pub fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.show_report {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let report: Report =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        print!("{}", report.to_text());
+        return exit_with(report.verdict);
+    }
     let report_path = args.report.take();
     let config = config_from(args)?;
     println!("seed: {} (replay with --seed {})", config.seed, config.seed);
@@ -111,7 +123,12 @@ pub fn run(mut args: ChaosArgs) -> anyhow::Result<()> {
         std::fs::write(&path, json).with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    match report.verdict {
+    exit_with(report.verdict)
+}
+
+/// Status 0 for a pass; exits with 1 (violation) or 2 (inconclusive).
+fn exit_with(verdict: RunVerdict) -> anyhow::Result<()> {
+    match verdict {
         RunVerdict::Pass => Ok(()),
         RunVerdict::Violation => std::process::exit(1),
         RunVerdict::Inconclusive => std::process::exit(2),
