@@ -18,6 +18,25 @@ struct Identity {
     cluster_id: u64,
 }
 
+/// The (name, member id, cluster id) recorded in `dir/member.json`, if the
+/// dir has one.
+pub(crate) fn read(dir: &Path) -> Result<Option<(String, NodeId, u64)>, String> {
+    let path = dir.join("member.json");
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let found: Identity = serde_json::from_slice(&bytes).map_err(|e| {
+                format!(
+                    "{} is unreadable ({e}); is this a nines data dir?",
+                    path.display()
+                )
+            })?;
+            Ok(Some((found.name, found.member_id, found.cluster_id)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 /// Checks `dir/member.json` against this member, or writes it for a new dir.
 pub(crate) fn check_or_write(
     dir: &Path,

@@ -149,6 +149,7 @@ impl PeerPool {
                 PeerMethod::Forward => client.forward(env).await,
                 PeerMethod::ReadIndex => client.read_index(env).await,
                 PeerMethod::Publish => client.publish(env).await,
+                PeerMethod::Membership => client.membership(env).await,
             }
         };
         let resp = match tokio::time::timeout(timeout, fut).await {
@@ -192,6 +193,8 @@ pub enum PeerMethod {
     ReadIndex,
     /// Client URL publication.
     Publish,
+    /// Member list, member changes and removal notices.
+    Membership,
 }
 
 /// openraft's network factory over the pool.

@@ -175,10 +175,11 @@ pub(crate) struct Core {
     pub(crate) faults: Arc<Faults>,
     proposals: mpsc::Sender<Proposal>,
     reads: Mutex<ReadRound>,
-    request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
     stale_reads: bool,
     client_urls: Vec<String>,
     shutdown: watch::Sender<bool>,
+    pub(crate) membership: crate::membership::MembershipState,
 }
 
 #[derive(Default)]
@@ -197,10 +198,27 @@ impl RaftNode {
     /// Starts the member: opens its data dir, starts openraft and the peer
     /// transport, and founds the cluster when it is new.
     pub async fn start(cfg: NodeConfig) -> Result<RaftNode, StartError> {
-        let (id, members) = initial_members(&cfg)?;
-        let cluster_id = cluster_id_of(&members);
-        identity::check_or_write(&cfg.data_dir, &cfg.name, id, cluster_id, cfg.cluster_state)
-            .map_err(StartError::DataDir)?;
+        let (id, cluster_id, members) = match cfg.cluster_state {
+            ClusterState::New => {
+                let (id, members) = initial_members(&cfg)?;
+                let cluster_id = cluster_id_of(&members);
+                identity::check_or_write(
+                    &cfg.data_dir,
+                    &cfg.name,
+                    id,
+                    cluster_id,
+                    cfg.cluster_state,
+                )
+                .map_err(StartError::DataDir)?;
+                (id, cluster_id, members)
+            }
+            // A joining member learns its id (assigned at member add) from
+            // the running cluster, or from its data dir once it has joined.
+            ClusterState::Existing => {
+                let (id, cluster_id) = crate::membership::joining_identity(&cfg).await?;
+                (id, cluster_id, BTreeMap::new())
+            }
+        };
         let raft_dir = cfg.data_dir.join("raft");
         let faults = Arc::new(Faults::default());
         faults
@@ -252,6 +270,7 @@ impl RaftNode {
             stale_reads: cfg.unsafe_stale_reads,
             client_urls: cfg.client_urls.clone(),
             shutdown,
+            membership: Default::default(),
         });
         peer_service::spawn(core.clone(), listener);
         tokio::spawn(run_proposer(core.clone(), proposals_rx));
@@ -272,6 +291,7 @@ impl RaftNode {
             }
         }
         tokio::spawn(publish_client_urls(core.clone()));
+        tokio::spawn(crate::membership::watch_removal(core.clone()));
         Ok(RaftNode { core })
     }
 
@@ -411,6 +431,9 @@ impl RaftNode {
                 return e.to_string();
             }
             if rx.changed().await.is_err() {
+                if self.core.membership.is_removed() {
+                    return "the member has been permanently removed from the cluster".into();
+                }
                 return "raft stopped".into();
             }
         }
@@ -452,7 +475,11 @@ impl Core {
     }
 
     /// Waits until the known leader is no longer `old`.
-    async fn wait_leader_change(&self, old: NodeId, deadline: Instant) -> Result<(), WriteError> {
+    pub(crate) async fn wait_leader_change(
+        &self,
+        old: NodeId,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
         let mut rx = self.raft.metrics();
         loop {
             if rx.borrow_and_update().current_leader != Some(old) {
@@ -467,7 +494,11 @@ impl Core {
         }
     }
 
-    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), WriteError> {
+    pub(crate) async fn wait_applied(
+        &self,
+        index: u64,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
         if self.sm.applied_index.load(Ordering::Acquire) >= index {
             return Ok(());
         }
@@ -689,10 +720,12 @@ async fn publish_client_urls(core: Arc<Core>) {
             wait_or_stop(&mut stop, Duration::from_millis(500)).await;
             continue;
         };
-        if node.client_urls == core.client_urls {
+        // A member added with `member add` has no name until it starts.
+        if node.client_urls == core.client_urls && node.name == core.name {
             return;
         }
         node.client_urls = core.client_urls.clone();
+        node.name = core.name.clone();
         let deadline = Instant::now() + Duration::from_secs(5);
         let res = match core.wait_leader(deadline).await {
             Err(e) => Err(e.to_string()),

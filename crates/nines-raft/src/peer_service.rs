@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::membership::MembershipRequest;
 use crate::network::PEER_MESSAGE_BYTES_MAX;
 use crate::node::{Core, WriteError};
 use crate::pb::peer_server::{Peer, PeerServer};
@@ -99,6 +100,12 @@ impl Peer for PeerService {
     async fn publish(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let (_, (id, node)): (_, (NodeId, MemberNode)) = self.open(req)?;
         let res: Result<(), String> = self.core.set_node(id, node).await;
+        self.seal(&res)
+    }
+
+    async fn membership(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
+        let (from, msg): (_, MembershipRequest) = self.open(req)?;
+        let res = crate::membership::serve(&self.core, from, msg).await;
         self.seal(&res)
     }
 }

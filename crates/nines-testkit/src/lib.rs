@@ -22,6 +22,8 @@ pub struct Member {
     /// HTTP API address, host:port.
     pub http: String,
     child: Option<Child>,
+    /// For a member that joins a running cluster: its `--initial-cluster`.
+    join: Option<String>,
 }
 
 /// A cluster of member processes, stopped and cleaned up on drop.
@@ -57,6 +59,7 @@ impl Cluster {
                 peer: format!("127.0.0.1:{}", ports[3 * i + 1]),
                 http: format!("127.0.0.1:{}", ports[3 * i + 2]),
                 child: None,
+                join: None,
             })
             .collect();
         let initial = members
@@ -104,8 +107,14 @@ impl Cluster {
                 "--initial-advertise-peer-urls",
                 &format!("http://{}", m.peer),
             ])
-            .args(["--initial-cluster", &self.initial])
-            .args(["--initial-cluster-state", "new"])
+            .args([
+                "--initial-cluster",
+                m.join.as_ref().unwrap_or(&self.initial),
+            ])
+            .args([
+                "--initial-cluster-state",
+                if m.join.is_some() { "existing" } else { "new" },
+            ])
             .args(["--http-addr", &m.http])
             .args(&self.extra);
         cmd
@@ -125,6 +134,34 @@ impl Cluster {
             .with_context(|| format!("cannot start {}", self.members[i].name))?;
         self.members[i].child = Some(child);
         Ok(())
+    }
+
+    /// Reserves free ports for a member named `name` that will join the
+    /// running cluster, and returns its index. Add it to the membership
+    /// (`member add`), then start it with [`Cluster::start_joining`].
+    pub fn reserve_member(&mut self, name: &str) -> anyhow::Result<usize> {
+        let ports = free_ports(3)?;
+        self.members.push(Member {
+            name: name.to_string(),
+            client: format!("127.0.0.1:{}", ports[0]),
+            peer: format!("127.0.0.1:{}", ports[1]),
+            http: format!("127.0.0.1:{}", ports[2]),
+            child: None,
+            join: None,
+        });
+        Ok(self.members.len() - 1)
+    }
+
+    /// Starts member `i` with `--initial-cluster-state existing` and
+    /// `initial_cluster` (`name=peer-url,...`, itself included).
+    pub fn start_joining(&mut self, i: usize, initial_cluster: &str) -> anyhow::Result<()> {
+        self.members[i].join = Some(initial_cluster.to_string());
+        self.spawn(i)
+    }
+
+    /// The peer URL of member `i`.
+    pub fn peer_url(&self, i: usize) -> String {
+        format!("http://{}", self.members[i].peer)
     }
 
     /// All client endpoints, host:port.
