@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::history::Entry;
 use crate::store::Store;
 
 /// What the key histories add up to, checked against the store's counters.
@@ -105,47 +106,9 @@ impl Store {
             if hist.entries.is_empty() {
                 return Err(format!("key {key:?} has an empty history"));
             }
-            let mut prev: Option<&crate::history::Entry> = None;
+            let mut prev: Option<&Entry> = None;
             for e in &hist.entries {
-                if e.mod_revision < 2 || e.mod_revision > self.revision {
-                    return Err(format!(
-                        "key {key:?} has a write at revision {}",
-                        e.mod_revision
-                    ));
-                }
-                if let Some(p) = prev {
-                    if p.mod_revision >= e.mod_revision {
-                        return Err(format!(
-                            "key {key:?} has two writes at or out of revision order"
-                        ));
-                    }
-                }
-                if let Some(l) = &e.live {
-                    let fresh = prev.is_some_and(|p| p.live.is_none());
-                    let continues = prev.and_then(|p| p.live.as_ref());
-                    let ok = match continues {
-                        Some(p) => {
-                            l.create_revision == p.create_revision && l.version == p.version + 1
-                        }
-                        None if fresh || l.version == 1 => {
-                            l.version == 1 && l.create_revision == e.mod_revision
-                        }
-                        None => l.version > 1 && l.create_revision < e.mod_revision,
-                    };
-                    if !ok {
-                        return Err(format!(
-                            "key {key:?} at revision {} has version {} create {} that do not follow",
-                            e.mod_revision, l.version, l.create_revision
-                        ));
-                    }
-                } else if prev.is_some_and(|p| p.live.is_none()) {
-                    return Err(format!("key {key:?} has two tombstones in a row"));
-                } else if prev.is_none() && e.mod_revision != self.compact_revision {
-                    return Err(format!(
-                        "key {key:?} starts with a tombstone at {} not at the compaction",
-                        e.mod_revision
-                    ));
-                }
+                self.verify_entry(key, prev, e)?;
                 if e.mod_revision >= self.compact_revision {
                     logged += 1;
                 }
@@ -181,6 +144,54 @@ impl Store {
             logged,
             attached,
         })
+    }
+
+    /// Checks one entry of a key's history against the one before it.
+    fn verify_entry(&self, key: &[u8], prev: Option<&Entry>, e: &Entry) -> Result<(), String> {
+        if e.mod_revision < 2 || e.mod_revision > self.revision {
+            return Err(format!(
+                "key {key:?} has a write at revision {}",
+                e.mod_revision
+            ));
+        }
+        if prev.is_some_and(|p| p.mod_revision >= e.mod_revision) {
+            return Err(format!(
+                "key {key:?} has two writes at or out of revision order"
+            ));
+        }
+        let prev_live = prev.and_then(|p| p.live.as_ref());
+        match &e.live {
+            Some(l) => {
+                let fresh = prev.is_some_and(|p| p.live.is_none());
+                let ok = match prev_live {
+                    Some(p) => l.create_revision == p.create_revision && l.version == p.version + 1,
+                    // A new generation, or the oldest kept version of one.
+                    None if fresh || l.version == 1 => {
+                        l.version == 1 && l.create_revision == e.mod_revision
+                    }
+                    None => l.version > 1 && l.create_revision < e.mod_revision,
+                };
+                if !ok {
+                    return Err(format!(
+                        "key {key:?} at revision {} has version {} create {} that do not follow",
+                        e.mod_revision, l.version, l.create_revision
+                    ));
+                }
+            }
+            None if prev.is_some() && prev_live.is_none() => {
+                return Err(format!("key {key:?} has two tombstones in a row"));
+            }
+            // Only the tombstone kept at the compaction revision may be
+            // the oldest entry of a history.
+            None if prev.is_none() && e.mod_revision != self.compact_revision => {
+                return Err(format!(
+                    "key {key:?} starts with a tombstone at {} not at the compaction",
+                    e.mod_revision
+                ));
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Checks that the log lists exactly the kept writes of its revisions.

@@ -12,7 +12,7 @@
 //! snapshot's bytes (pass a buffered reader for speed).
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::Arc;
 
@@ -115,6 +115,59 @@ impl<R: Read> Reader<'_, R> {
     }
 }
 
+impl<R: Read> Reader<'_, R> {
+    /// Reads the records after `Meta` up to and including `End`: the leases
+    /// into `leases`, and the key histories with their entry count.
+    fn body(
+        &mut self,
+        leases: &mut BTreeMap<i64, LeaseState>,
+    ) -> Result<(Vec<KeyHistory>, u64), StoreError> {
+        let mut entries = 0u64;
+        let mut histories: Vec<KeyHistory> = Vec::new();
+        loop {
+            let (record, checksum_before) = self.record()?;
+            match record {
+                Record::Meta { .. } => return Err(corrupt("a second metadata record")),
+                Record::Lease { id, ttl_secs } => {
+                    if !histories.is_empty() || leases.keys().next_back() >= Some(&id) {
+                        return Err(corrupt(format!("lease {id} out of order")));
+                    }
+                    let keys = BTreeSet::new();
+                    leases.insert(id, LeaseState { ttl_secs, keys });
+                }
+                Record::Key { key, entries: run } => {
+                    entries += run.len() as u64;
+                    add_key_run(&mut histories, &key, run.into_owned())?;
+                }
+                Record::End {
+                    leases: lease_count,
+                    keys,
+                    entries: entry_count,
+                    records,
+                    checksum,
+                } => {
+                    let recorded = (lease_count, keys, entry_count, records);
+                    let counted = (
+                        leases.len() as u64,
+                        histories.len() as u64,
+                        entries,
+                        self.records - 1,
+                    );
+                    if counted != recorded {
+                        return Err(corrupt(format!(
+                            "counts {counted:?} differ from the recorded {recorded:?}"
+                        )));
+                    }
+                    if checksum != checksum_before {
+                        return Err(corrupt("final checksum mismatch"));
+                    }
+                    return Ok((histories, entries));
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Writes the whole state (history, leases, revisions) to `w`.
     ///
@@ -197,54 +250,7 @@ impl Store {
         let mut store = Store::new();
         store.revision = revision;
         store.compact_revision = compact_revision;
-        let mut entries = 0u64;
-        let mut histories: Vec<KeyHistory> = Vec::new();
-        loop {
-            let (record, checksum_before) = input.record()?;
-            match record {
-                Record::Meta { .. } => return Err(corrupt("a second metadata record")),
-                Record::Lease { id, ttl_secs } => {
-                    if !histories.is_empty() || store.leases.keys().next_back() >= Some(&id) {
-                        return Err(corrupt(format!("lease {id} out of order")));
-                    }
-                    store.leases.insert(
-                        id,
-                        LeaseState {
-                            ttl_secs,
-                            keys: BTreeSet::new(),
-                        },
-                    );
-                }
-                Record::Key { key, entries: run } => {
-                    entries += run.len() as u64;
-                    add_key_run(&mut histories, &key, run.into_owned())?;
-                }
-                Record::End {
-                    leases,
-                    keys,
-                    entries: entry_count,
-                    records,
-                    checksum,
-                } => {
-                    let counted = (
-                        store.leases.len() as u64,
-                        histories.len() as u64,
-                        entries,
-                        input.records - 1,
-                    );
-                    if counted != (leases, keys, entry_count, records) {
-                        return Err(corrupt(format!(
-                            "counts {counted:?} differ from the recorded {:?}",
-                            (leases, keys, entry_count, records)
-                        )));
-                    }
-                    if checksum != checksum_before {
-                        return Err(corrupt("final checksum mismatch"));
-                    }
-                    break;
-                }
-            }
-        }
+        let (histories, entries) = input.body(&mut store.leases)?;
         // The histories arrive in strictly increasing key order, which lets
         // the map be built in bulk rather than by one insert per key.
         store.keys = histories.into_iter().map(|h| (h.key.clone(), h)).collect();
