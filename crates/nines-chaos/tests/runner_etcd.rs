@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use nines_chaos::cluster::Target;
+use nines_chaos::cluster::{Cluster, ClusterConfig, Target};
 use nines_chaos::faults::FaultKind;
 use nines_chaos::report::RunVerdict;
 use nines_chaos::runner::{self, ChaosConfig, Progress};
@@ -121,4 +121,37 @@ fn assert_dir_empty(dir: &Path) {
         .map(|entry| entry.path())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_panic_while_a_cluster_runs_kills_its_members_and_removes_the_directory() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
+    let work = tempfile::tempdir().expect("work dir");
+    let config = ClusterConfig {
+        target: Target::Etcd {
+            binary: etcd_binary(),
+        },
+        nodes: 3,
+        base_dir: Some(work.path().to_path_buf()),
+        fault_injection: false,
+        member_flags: Vec::new(),
+    };
+    let seen: Mutex<Option<(PathBuf, Vec<u32>)>> = Mutex::new(None);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cluster = Cluster::start(config).expect("start members");
+        let pids = cluster
+            .members()
+            .iter()
+            .map(|member| member.pid().expect("running"))
+            .collect();
+        *seen.lock().expect("lock") = Some((cluster.dir().to_path_buf(), pids));
+        panic!("a bug in the middle of a run");
+    }));
+    assert!(unwound.is_err());
+    let (dir, pids) = seen.lock().expect("lock").clone().expect("cluster started");
+    for pid in pids {
+        assert!(!process_alive(pid), "member pid {pid} survived the panic");
+    }
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+    assert_dir_empty(work.path());
 }
