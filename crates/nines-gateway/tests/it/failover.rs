@@ -230,3 +230,76 @@ async fn configured_5xx_is_retried_on_another_backend() -> anyhow::Result<()> {
     gateway.shutdown().await;
     Ok(())
 }
+
+fn limited(backends: &str, extra: &str) -> String {
+    format!(
+        "[gateway]\nadmin = \"127.0.0.1:0\"\n\n[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\ncluster = \"web\"\n\n\
+         [[cluster]]\nname = \"web\"\nbackends = {backends}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_queues_then_refuses_after_the_queue_timeout() -> anyhow::Result<()> {
+    let a = BackendProcess::spawn("a")?;
+    for (queue_timeout, second_status) in [("2s", 200), ("50ms", 503)] {
+        let extra = format!("backend_connections_max = 1\nqueue_timeout = \"{queue_timeout}\"");
+        let gateway = start_gateway(&limited(&backend_list(&[&a]), &extra)).await?;
+        let web = gateway.listener_addr("web").await.expect("web");
+        let client = client();
+        let first = {
+            let client = client.clone();
+            tokio::spawn(async move { get(&client, &format!("http://{web}/slow?ms=400")).await })
+        };
+        wait_until(Duration::from_secs(2), || async {
+            gateway.backends_json().await["clusters"][0]["backends"][0]["active"] == 1
+        })
+        .await?;
+        let (status, _) = get(&client, &format!("http://{web}/")).await?;
+        assert_eq!(status, second_status, "queue_timeout {queue_timeout}");
+        assert_eq!(first.await??.0, 200);
+        gateway.shutdown().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_backend_times_out_and_the_request_moves_on() -> anyhow::Result<()> {
+    let a = BackendProcess::spawn("a")?;
+    let b = BackendProcess::spawn("b")?;
+    let extra = "balance = \"round_robin\"\nresponse_timeout = \"200ms\"\n[cluster.retry]\nattempts = 2\non = [\"timeout\"]";
+    let gateway = start_gateway(&limited(&backend_list(&[&a, &b]), extra)).await?;
+    let web = gateway.listener_addr("web").await.expect("web");
+    let client = client();
+    // Both backends are slow on /slow: two timeouts, then 504.
+    let started = Instant::now();
+    assert_eq!(
+        get(&client, &format!("http://{web}/slow?ms=1000")).await?.0,
+        504
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // The admin /metrics endpoint shows the failures and the backends.
+    let admin = gateway.admin_addr().expect("admin");
+    let (status, metrics) = get(&client, &format!("http://{admin}/metrics")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("nines_gateway_upstream_failed_total{listener=\"web\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "nines_gateway_backend_failures_total{{cluster=\"web\",backend=\"{}\"}} 1",
+            a.addr
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nines_gateway_backend_up{"), "{metrics}");
+    let (status, json) = get(&client, &format!("http://{admin}/admin/backends")).await?;
+    assert_eq!(status, 200);
+    assert!(json.contains("\"ewma_latency_us\""), "{json}");
+    gateway.shutdown().await;
+    Ok(())
+}
