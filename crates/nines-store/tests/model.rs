@@ -155,10 +155,13 @@ fn scale(percent: i64, reached: i64) -> i64 {
     }
 }
 
-fn run(steps: &[(Command, Probe)]) -> Store {
+/// Runs the steps against the store and the model; returns the store and
+/// the commands as applied (compaction revisions scaled).
+fn run(steps: &[(Command, Probe)]) -> (Store, Vec<Command>) {
     let mut store = Store::new();
     let mut model = Model::new();
     let mut hashes = BTreeMap::new();
+    let mut applied = Vec::new();
     for (cmd, probe) in steps {
         // Compaction and probe revisions are generated as percentages of the
         // revision reached, so they land on kept, compacted and future ones.
@@ -176,8 +179,9 @@ fn run(steps: &[(Command, Probe)]) -> Store {
         probe.changes.2 = scale(probe.changes.2, reached);
         check_step(&mut store, &mut model, &cmd, &probe);
         check_hashes(&store, &model, &mut hashes);
+        applied.push(cmd);
     }
-    store
+    (store, applied)
 }
 
 proptest! {
@@ -189,12 +193,18 @@ proptest! {
 
     #[test]
     fn store_matches_model(steps in prop::collection::vec((command(), probe()), 1..60)) {
-        let store = run(&steps);
+        let (store, applied) = run(&steps);
         let bytes = snapshot(&store);
         let restored = Store::read_snapshot(&mut bytes.as_slice()).expect("own snapshot loads");
         restored.check_invariants();
         assert_same_store(&store, &restored);
-        prop_assert_eq!(snapshot(&restored), bytes);
+        prop_assert_eq!(snapshot(&restored), bytes.clone());
+        // Apply is deterministic: the same commands give the same bytes.
+        let mut replica = Store::new();
+        for cmd in &applied {
+            replica.apply(cmd);
+        }
+        prop_assert_eq!(snapshot(&replica), bytes);
     }
 
     #[test]
@@ -202,7 +212,7 @@ proptest! {
         steps in prop::collection::vec((command(), probe()), 1..25),
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 300),
     ) {
-        let store = run(&steps);
+        let (store, _) = run(&steps);
         let bytes = snapshot(&store);
         for (at, mask) in flips {
             let mut bad = bytes.clone();
