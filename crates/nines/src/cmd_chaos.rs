@@ -33,12 +33,9 @@ pub struct ChaosArgs {
     pub keys: usize,
     /// Fault kinds to draw from: kill, restart, leader-kill, pause,
     /// partition, kill-all, disk-fail (comma-separated; `none` for none).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "kill,pause,partition,leader-kill"
-    )]
-    pub faults: Vec<String>,
+    /// Default: kill, pause, leader-kill, and partition unless the target is etcd.
+    #[arg(long, value_delimiter = ',')]
+    pub faults: Option<Vec<String>>,
     /// Seed of the schedule; printed at the start so a run can be replayed.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -150,12 +147,13 @@ fn config_from(args: ChaosArgs) -> anyhow::Result<ChaosConfig> {
     config.duration = args.duration;
     config.clients = args.clients;
     config.keys = args.keys;
-    config.faults = args
-        .faults
-        .iter()
-        .filter(|name| !name.is_empty() && name.as_str() != "none")
-        .map(|name| name.parse::<FaultKind>())
-        .collect::<Result<_, _>>()?;
+    if let Some(names) = &args.faults {
+        config.faults = names
+            .iter()
+            .filter(|name| !name.is_empty() && name.as_str() != "none")
+            .map(|name| name.parse::<FaultKind>())
+            .collect::<Result<_, _>>()?;
+    }
     config.seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
