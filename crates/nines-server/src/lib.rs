@@ -8,6 +8,7 @@ pub mod errors;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -27,6 +28,14 @@ pub mod pb {
     /// etcd's v3 services.
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
+    }
+    /// etcd's lock service.
+    pub mod v3lockpb {
+        tonic::include_proto!("v3lockpb");
+    }
+    /// etcd's election service.
+    pub mod v3electionpb {
+        tonic::include_proto!("v3electionpb");
     }
 }
 
@@ -112,6 +121,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     use pb::etcdserverpb::lease_server::LeaseServer;
     use pb::etcdserverpb::maintenance_server::MaintenanceServer;
     use pb::etcdserverpb::watch_server::WatchServer;
+    use pb::v3electionpb::election_server::ElectionServer;
+    use pb::v3lockpb::lock_server::LockServer;
 
     let client_listener = tokio::net::TcpListener::bind(cfg.listen_client)
         .await
@@ -135,6 +146,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     let maint = maintenance::MaintenanceService::new(node.clone());
     let watch = watch::WatchService::new(node.clone(), cfg.watch_progress_interval);
     let lease = lease::LeaseService::new(node.clone());
+    let recipes = lock::RecipeService::new(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
@@ -142,6 +154,8 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .add_service(kv)
         .add_service(WatchServer::new(watch))
         .add_service(LeaseServer::new(lease))
+        .add_service(LockServer::new(recipes.clone()))
+        .add_service(ElectionServer::new(recipes))
         .add_service(MaintenanceServer::new(maint.clone()))
         .add_service(ClusterServer::new(maint))
         .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {

@@ -3,6 +3,7 @@
 
 mod cmd_bench;
 mod cmd_chaos;
+mod cmd_coord;
 mod cmd_gateway;
 mod cmd_kv;
 mod cmd_member;
@@ -42,6 +43,14 @@ enum Command {
     Member(cmd_member::MemberArgs),
     /// Members, leader, term, revision and health of each endpoint.
     Status(cmd_status::StatusArgs),
+    /// Leases: grant, revoke, keepalive, ttl, list.
+    Lease(cmd_coord::LeaseArgs),
+    /// Run a command while holding a distributed lock.
+    Lock(cmd_coord::LockArgs),
+    /// Campaign in an election, or observe its leader.
+    Elect(cmd_coord::ElectArgs),
+    /// Run a command only while this process wins an election (failover).
+    Run(cmd_coord::RunArgs),
     /// Run the load-balancing gateway.
     Gateway(cmd_gateway::GatewayArgs),
     /// Run a small HTTP backend for demos and tests.
@@ -102,6 +111,10 @@ fn run() -> anyhow::Result<()> {
         Command::Kv(args) => cmd_kv::run(args, &endpoints),
         Command::Member(args) => cmd_member::run(args, &endpoints),
         Command::Status(args) => cmd_status::run(args, &endpoints),
+        Command::Lease(args) => cmd_coord::run_lease(args, &endpoints),
+        Command::Lock(args) => cmd_coord::run_lock(args, &endpoints),
+        Command::Elect(args) => cmd_coord::run_elect(args, &endpoints),
+        Command::Run(args) => cmd_coord::run_elected(args, &endpoints),
         Command::Gateway(args) => cmd_gateway::run_gateway(args),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
         Command::Chaos(args) => cmd_chaos::run(*args),

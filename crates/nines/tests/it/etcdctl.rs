@@ -215,3 +215,58 @@ async fn etcdctl_endpoint_and_member_commands_work() {
         assert!(line.ends_with("false"), "{line}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_lock_and_elect_work() {
+    let c = cluster(3, &[]).await;
+    let eps = c.endpoints().join(",");
+    // `lock NAME CMD` runs CMD while holding the lock, with the key in the environment.
+    let l = etcdctl(
+        &eps,
+        &["lock", "job", "--", "sh", "-c", "echo held $ETCD_LOCK_KEY"],
+        None,
+    );
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    assert!(l.stdout.starts_with("held job/"), "{}", l.stdout);
+    // A campaign prints the leader key and value; `elect -l` observes it.
+    let mut campaign = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={eps}"))
+        .args(["elect", "chief", "p1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcdctl elect");
+    let mut out = campaign.stdout.take().expect("stdout");
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while text.lines().count() < 2 && Instant::now() < deadline {
+        let mut buf = [0u8; 256];
+        use std::io::Read;
+        match out.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() >= 2 && lines[0].starts_with("chief/") && lines[1] == "p1",
+        "{text}"
+    );
+    let observe = Command::new("timeout")
+        .args([
+            "2",
+            "etcdctl",
+            &format!("--endpoints={eps}"),
+            "elect",
+            "-l",
+            "chief",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl elect -l");
+    let seen = String::from_utf8_lossy(&observe.stdout);
+    assert!(seen.starts_with(&format!("{}\np1", lines[0])), "{seen}");
+    let _ = campaign.kill();
+    let _ = campaign.wait();
+}

@@ -8,5 +8,6 @@ mod failover;
 mod kv_client;
 mod partition;
 mod playground;
+mod run_elect;
 mod support;
 mod watch_lease;
