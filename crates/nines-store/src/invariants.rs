@@ -169,7 +169,13 @@ impl Store {
                     None if fresh || l.version == 1 => {
                         l.version == 1 && l.create_revision == e.mod_revision
                     }
-                    None => l.version > 1 && l.create_revision < e.mod_revision,
+                    // Older versions of this generation were compacted,
+                    // so this one was superseded no later than the compaction.
+                    None => {
+                        l.version > 1
+                            && l.create_revision < e.mod_revision
+                            && e.mod_revision <= self.compact_revision
+                    }
                 };
                 if !ok {
                     return Err(format!(

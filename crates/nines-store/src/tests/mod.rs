@@ -3,6 +3,7 @@
 
 mod changes;
 mod compact;
+mod invariants;
 mod kv;
 mod lease;
 mod snapshot;
