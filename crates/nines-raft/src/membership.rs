@@ -492,7 +492,7 @@ async fn change_raft(
     }
 }
 
-/// etcd accepts `http`/`https` URLs with a host and a port and no path.
+/// etcd accepts `http`/`https` URLs with a port and no path.
 fn check_urls(urls: &[String]) -> Result<(), MembershipError> {
     if urls.is_empty() {
         return Err(MembershipError::BadUrls);
@@ -503,10 +503,10 @@ fn check_urls(urls: &[String]) -> Result<(), MembershipError> {
             .or_else(|| url.strip_prefix("https://"))
             .ok_or(MembershipError::BadUrls)?;
         let (host, port) = rest.rsplit_once(':').ok_or(MembershipError::BadUrls)?;
-        let host_ok = !host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+        // etcd accepts an empty host (`http://:2380`), so this does too.
+        let host_ok = host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_[]:".contains(c));
         if !host_ok || port.parse::<u16>().is_err() {
             return Err(MembershipError::BadUrls);
         }
@@ -709,7 +709,8 @@ mod tests {
         assert!(!ok("127.0.0.1:2380"));
         assert!(!ok("http://127.0.0.1"));
         assert!(!ok("http://127.0.0.1:2380/path"));
-        assert!(!ok("http://:2380"));
+        assert!(ok("http://:2380"));
+        assert!(!ok("http://127.0.0.1:port"));
         assert!(!ok("ftp://127.0.0.1:2380"));
         assert!(!ok("http://127.0.0.1:99999"));
         assert!(check_urls(&[]).is_err());
