@@ -93,6 +93,22 @@ enum KvOp {
     /// Run a transaction read from stdin, in etcdctl's format: compares, a
     /// blank line, success operations, a blank line, failure operations.
     Txn,
+    /// Print changes to a key or range as they happen (etcdctl's format).
+    Watch {
+        /// The key (or the start of the range).
+        key: String,
+        /// End of the range, exclusive.
+        range_end: Option<String>,
+        /// Every key with this prefix.
+        #[arg(long)]
+        prefix: bool,
+        /// Replay history from this revision.
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+        /// Print the previous key-value of each event.
+        #[arg(long)]
+        prev_kv: bool,
+    },
     /// Drop history before a revision.
     Compact {
         /// The revision.
@@ -260,6 +276,55 @@ async fn run_async(args: KvArgs, endpoints: &[String]) -> anyhow::Result<()> {
                     }
                     etcd_client::TxnOpResponse::Txn(_) => writeln!(out, "(nested txn)")?,
                 }
+            }
+        }
+        KvOp::Watch {
+            key,
+            range_end,
+            prefix,
+            rev,
+            prev_kv,
+        } => {
+            let mut opts = etcd_client::WatchOptions::new().with_start_revision(rev);
+            if let Some(end) = range_end {
+                opts = opts.with_range(end);
+            } else if prefix {
+                opts = opts.with_prefix();
+            }
+            if prev_kv {
+                opts = opts.with_prev_key();
+            }
+            let mut stream = client.watch(key, Some(opts)).await?;
+            let stop = crate::shutdown_signal();
+            tokio::pin!(stop);
+            loop {
+                let resp = tokio::select! {
+                    () = &mut stop => break,
+                    m = stream.message() => match m? { Some(r) => r, None => break },
+                };
+                if resp.canceled() {
+                    bail!("watch was canceled ({})", resp.cancel_reason());
+                }
+                for e in resp.events() {
+                    let kind = match e.event_type() {
+                        etcd_client::EventType::Put => "PUT",
+                        etcd_client::EventType::Delete => "DELETE",
+                    };
+                    writeln!(out, "{kind}")?;
+                    if let Some(p) = e.prev_kv() {
+                        out.write_all(p.key())?;
+                        writeln!(out)?;
+                        out.write_all(p.value())?;
+                        writeln!(out)?;
+                    }
+                    if let Some(kv) = e.kv() {
+                        out.write_all(kv.key())?;
+                        writeln!(out)?;
+                        out.write_all(kv.value())?;
+                        writeln!(out)?;
+                    }
+                }
+                out.flush()?;
             }
         }
         KvOp::Compact { revision } => {

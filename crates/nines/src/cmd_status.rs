@@ -77,10 +77,25 @@ pub fn run(args: StatusArgs, endpoints: &[String]) -> anyhow::Result<()> {
                     writeln!(out, "{:<22} unreachable: {}", r["endpoint"].as_str().unwrap_or(""), e.as_str().unwrap_or(""))?;
                     continue;
                 }
-                writeln!(out, "{:<22} {:<8} {:<17} {:<7} {:<8} {:>6} {:>10} {:>10} {:>9} {:>10}  {}",
-                    r["endpoint"].as_str().unwrap_or(""), r["name"].as_str().unwrap_or(""), r["id"].as_str().unwrap_or(""),
-                    r["leader"].as_str().unwrap_or(""), r["is_leader"], r["term"], r["raft_index"], r["applied_index"],
-                    r["revision"], r["db_size"], if r["health"] == true { "healthy" } else { "no leader" })?;
+                let f = |k: &str| match &r[k] {
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                writeln!(
+                    out,
+                    "{:<22} {:<8} {:<17} {:<7} {:<8} {:>6} {:>10} {:>10} {:>9} {:>10}  {}",
+                    f("endpoint"),
+                    f("name"),
+                    f("id"),
+                    f("leader"),
+                    f("is_leader"),
+                    f("term"),
+                    f("raft_index"),
+                    f("applied_index"),
+                    f("revision"),
+                    f("db_size"),
+                    if r["health"] == true { "healthy" } else { "no leader" }
+                )?;
             }
         }
         if failures > 0 {
