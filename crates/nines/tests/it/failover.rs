@@ -58,7 +58,7 @@ impl Load {
                         _ => {
                             failures += 1;
                             // The member may be dead: move to the next one.
-                            if failures % 3 == 0 {
+                            if failures.is_multiple_of(3) {
                                 let next = all[(w + failures as usize / 3) % all.len()].clone();
                                 cl = client(&[next]).await;
                             }

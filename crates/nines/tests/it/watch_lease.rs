@@ -127,7 +127,7 @@ async fn lease_kept_alive_survives_two_leader_kills() {
         let mut n = 0usize;
         while !stop2.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000 {
             n += 1;
-            let ep = vec![eps[n % eps.len()].clone()];
+            let ep = [eps[n % eps.len()].clone()];
             let Ok(Ok(mut kc)) = tokio::time::timeout(
                 Duration::from_secs(2),
                 etcd_client::Client::connect(
