@@ -366,6 +366,11 @@ impl RaftNode {
         self.core.wait_applied(index, deadline).await
     }
 
+    /// The current Raft term, cheaply (for response headers).
+    pub fn term(&self) -> u64 {
+        self.core.raft.metrics().borrow().current_term
+    }
+
     /// The member's view of the cluster.
     pub fn status(&self) -> NodeStatus {
         let m = self.core.raft.metrics().borrow().clone();

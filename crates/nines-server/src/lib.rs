@@ -110,7 +110,7 @@ pub fn header(node: &RaftNode, revision: i64) -> pb::etcdserverpb::ResponseHeade
         cluster_id: node.cluster_id(),
         member_id: node.id(),
         revision,
-        raft_term: node.status().term,
+        raft_term: node.term(),
     }
 }
 
