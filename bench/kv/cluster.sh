@@ -16,26 +16,29 @@ STARTED_PIDS=()
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Prints the TCP ports something listens on now (from /proc: no extra tools).
-listening_ports() {
-  local _sl local _rest state
+# Prints the local TCP ports of every socket now, in any state (from /proc: no extra tools).
+used_ports() {
+  local table
   for table in /proc/net/tcp /proc/net/tcp6; do
     [ -r "$table" ] || continue
-    while read -r _sl local _rest state _; do
-      [ "$state" = "0A" ] && echo $((16#${local##*:}))
-    done < <(tail -n +2 "$table" | awk '{print $1, $2, $3, $4}')
+    awk 'NR > 1 { n = split($2, a, ":"); print a[n] }' "$table" | while read -r hex; do echo $((16#$hex)); done
   done
 }
 
-# Prints a loopback port that nothing listens on and this script has not handed out.
+# Sets FREE_PORT to a loopback port that no socket uses and this script has not handed
+# out (not printed: a command substitution would lose the record of handed-out ports). It
+# is taken below the kernel's ephemeral range, so no outgoing connection can hold it later.
 free_port() {
-  local used port tries
-  used=" $(listening_ports | tr '\n' ' ') "
-  for tries in $(seq 1 200); do
-    port=$((20000 + RANDOM % 30000))
+  local used port low span
+  low=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  span=$((low - 10000))
+  [ "$span" -gt 1000 ] || die "ephemeral port range starts too low ($low)"
+  used=" $(used_ports | sort -u | tr '\n' ' ') "
+  for _ in $(seq 1 200); do
+    port=$((10000 + (RANDOM * 32768 + RANDOM) % span))
     case "$used$ALLOCATED_PORTS" in *" $port "*) continue ;; esac
     ALLOCATED_PORTS+="$port "
-    echo "$port"
+    FREE_PORT=$port
     return 0
   done
   die "no free port found"
@@ -43,13 +46,13 @@ free_port() {
 
 # Chooses names, ports and data dirs for a side's members (started by cluster_start).
 cluster_plan() {
-  local side=$1 i initial="" port
+  local side=$1 i initial=""
   declare -g -a "${side}_NAME=()" "${side}_CLIENT=()" "${side}_PEER=()" "${side}_HTTP=()" "${side}_PID=()"
   for ((i = 0; i < MEMBERS; i++)); do
     eval "${side}_NAME[$i]=${side:0:1}$((i + 1))"
-    port=$(free_port); eval "${side}_CLIENT[$i]=127.0.0.1:$port"
-    port=$(free_port); eval "${side}_PEER[$i]=127.0.0.1:$port"
-    port=$(free_port); eval "${side}_HTTP[$i]=127.0.0.1:$port"
+    free_port; eval "${side}_CLIENT[$i]=127.0.0.1:$FREE_PORT"
+    free_port; eval "${side}_PEER[$i]=127.0.0.1:$FREE_PORT"
+    free_port; eval "${side}_HTTP[$i]=127.0.0.1:$FREE_PORT"
     initial+="$(member_field "$side" NAME "$i")=http://$(member_field "$side" PEER "$i"),"
   done
   declare -g "${side}_INITIAL=${initial%,}"
@@ -100,17 +103,32 @@ member_healthy() {
 }
 
 # Waits (at most DEADLINE seconds, default 60) until member INDEX of SIDE is healthy.
-member_wait_healthy() {
-  local side=$1 i=$2 deadline=$((SECONDS + ${3:-60})) pid
+# Returns 1, with the reason in MEMBER_FAILURE, if the member exits or stays unhealthy.
+member_try_wait_healthy() {
+  local side=$1 i=$2 deadline=$((SECONDS + ${3:-60})) pid name log_file
   pid=$(member_field "$side" PID "$i")
+  name=$(member_field "$side" NAME "$i")
+  log_file="$WORK/$side/$name.log"
+  MEMBER_FAILURE=""
   until member_healthy "$side" "$i"; do
     if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$WORK/$side/$(member_field "$side" NAME "$i").log" >&2
-      die "$side member $(member_field "$side" NAME "$i") exited"
+      # The error line, not the backtrace under it, says why.
+      MEMBER_FAILURE="$side member $name exited: $(grep -m 1 -E 'panicked|^Error:' "$log_file" | cut -c1-400)"
+      wait "$pid" 2>/dev/null || true
+      forget_pid "$pid"
+      return 1
     fi
-    [ "$SECONDS" -lt "$deadline" ] || die "$side member $(member_field "$side" NAME "$i") not healthy in time"
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      MEMBER_FAILURE="$side member $name not healthy within ${3:-60} s"
+      return 1
+    fi
     sleep 0.1
   done
+}
+
+# As member_try_wait_healthy, but a failure ends the script.
+member_wait_healthy() {
+  member_try_wait_healthy "$@" || die "$MEMBER_FAILURE (log: $WORK/$1/$(member_field "$1" NAME "$2").log)"
 }
 
 # Starts every member of SIDE and waits until all are healthy.

@@ -34,8 +34,10 @@ source "$ROOT/bench/kv/cluster.sh"
 BENCH_BIN=${BENCH_BIN:-$NINES_BIN}
 
 finish() {
+  local status=$?
   cleanup_processes
-  if [ "${KEEP_WORK:-0}" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  # A failed run keeps its logs.
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap finish EXIT
 
@@ -93,7 +95,14 @@ run_side() {
     echo "$k $killed_at $(member_field "$side" NAME "$leader")" >>"$kills"
     wait_new_leader "$side" "$leader" >/dev/null
     member_start "$side" "$leader"
-    member_wait_healthy "$side" "$leader" 120
+    if ! member_try_wait_healthy "$side" "$leader" 120; then
+      # A member that cannot come back is a finding, not a reason to lose the figures
+      # measured so far: record it and end this side's kills here.
+      echo "after kill $k: $MEMBER_FAILURE" >"$WORK/$side-failure.txt"
+      log "$side kill $k of $KILLS: $MEMBER_FAILURE"
+      cp -r "$WORK/$side/$(member_field "$side" NAME "$leader")" "$WORK/$side-failed-member-data" 2>/dev/null || true
+      break
+    fi
     log "$side kill $k of $KILLS: $(member_field "$side" NAME "$leader") killed and back"
     sleep "$SETTLE"
   done
@@ -101,6 +110,7 @@ run_side() {
   wait "$load_pid" || die "the load generator failed: $(cat "$WORK/$side-load.err")"
   forget_pid "$load_pid"
   for ((i = 0; i < MEMBERS; i++)); do
+    kill -0 "$(member_field "$side" PID "$i")" 2>/dev/null || continue
     member_wait_healthy "$side" "$i" 60
     "$BENCH_BIN" bench kv --endpoints "$(member_field "$side" CLIENT "$i")" --verify "$acked" \
       --threads "$THREADS" -w json >"$WORK/$side-verify-$i.json" ||
@@ -113,7 +123,8 @@ run_side() {
 summarise_side() {
   local side=$1
   jq -n --slurpfile load "$WORK/$side-load.json" --rawfile kills "$WORK/$side-kills.txt" \
-    --slurpfile verify <(cat "$WORK/$side"-verify-*.json) --argjson threshold "$GAP_MS" '
+    --slurpfile verify <(cat "$WORK/$side"-verify-*.json) --argjson threshold "$GAP_MS" \
+    --arg failure "$(cat "$WORK/$side-failure.txt" 2>/dev/null || true)" '
     def median: sort | if length == 0 then null
       elif length % 2 == 1 then .[length / 2 | floor]
       else (.[length / 2 - 1] + .[length / 2]) / 2 end;
@@ -137,9 +148,11 @@ summarise_side() {
         acknowledged: $l.ops, failed: $l.errors, errors_by_kind: $l.errors_by_kind,
         open_gap: ([ $l.gaps[] | select(.open) ] | length),
         verified_members: ($verify | length),
-        lost: ($verify | map(.missing + .wrong_value) | max) }'
+        lost: ($verify | map(.missing + .wrong_value) | max),
+        failure: $failure }'
 }
 
+LOAD_BEFORE=$(awk '{print $1 "/" $2 "/" $3}' /proc/loadavg)
 for side in $SIDES; do
   log "== $side"
   run_side "$side"
@@ -176,12 +189,18 @@ section="$WORK/section.md"
   echo
   for side in $SIDES; do
     echo "- $side downtime per kill (ms): $(jq -r --arg threshold "$GAP_MS" '[.per_kill[] | if .downtime_ms then (.downtime_ms | floor | tostring) else "<\($threshold)" end] | join(", ")' "$WORK/$side-summary.json")."
+    failure=$(jq -r '.failure' "$WORK/$side-summary.json")
+    [ -z "$failure" ] || echo "  **$side stopped early, $failure.**"
     echo "  Failed requests by kind: $(jq -r '.errors_by_kind | to_entries | map("\(.value) \(.key)") | join("; ") | if . == "" then "none" else . end' "$WORK/$side-summary.json")."
   done
+  echo "- Load average of the machine (1/5/15 min) before the run: $LOAD_BEFORE; after it: $(awk '{print $1 "/" $2 "/" $3}' /proc/loadavg)."
   echo
 } >"$section"
 replace_section "$RESULTS" "## KV store" "### Failover: kill -9 of the leader under write load" "$section"
 cat "$section"
 for side in $SIDES; do
   [ "$(jq '.lost' "$WORK/$side-summary.json")" = 0 ] || die "$side lost acknowledged writes"
+done
+for side in $SIDES; do
+  [ ! -s "$WORK/$side-failure.txt" ] || die "$side: $(cat "$WORK/$side-failure.txt")"
 done

@@ -24,8 +24,10 @@ source "$ROOT/bench/kv/cluster.sh"
 BENCH_BIN=${BENCH_BIN:-$NINES_BIN}
 
 finish() {
+  local status=$?
   cleanup_processes
-  if [ "${KEEP_WORK:-0}" = 1 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+  # A failed run keeps its logs.
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap finish EXIT
 
@@ -50,6 +52,8 @@ BENCHES=(
 )
 COMMON="--key-size 16 --val-size 256 --keyspace 10000 --duration $DURATION --threads $THREADS"
 
+load_average() { awk '{print $1 "/" $2 "/" $3}' /proc/loadavg; }
+LOAD_BEFORE=$(load_average)
 for side in $SIDES; do cluster_start "$side"; done
 
 for ((round = 1; round <= ROUNDS; round++)); do
@@ -92,7 +96,8 @@ section="$WORK/section.md"
   echo "\`nines bench kv\` with $THREADS runtime threads, runs on the same machine and talks to all three"
   echo "members of a side (each connection balances over them). Sides: $SIDES; $ROUNDS alternating"
   echo "rounds of $DURATION per benchmark; every figure is the median over the rounds. Values 256 bytes,"
-  echo "keys 16 bytes from a keyspace of 10000 (gets write every key first)."
+  echo "keys 16 bytes from a keyspace of 10000 (gets write every key first). The machine is shared: other"
+  echo "work running at the same time slows both sides, which is why the sides alternate."
   echo
   echo "| benchmark | etcd ops/s | nines ops/s | nines/etcd | etcd p50 ms | nines p50 ms | etcd p99 ms | nines p99 ms | etcd errors | nines errors |"
   echo "|---|---|---|---|---|---|---|---|---|---|"
@@ -116,6 +121,16 @@ section="$WORK/section.md"
     done
     echo "$row |"
   done
+  echo
+  for side in $SIDES; do
+    for bench in "${BENCHES[@]}"; do
+      IFS='|' read -r name label _ <<<"$bench"
+      kinds=$(jq -rs 'map(.errors_by_kind) | reduce .[] as $m ({}; reduce ($m | to_entries[]) as $e (.; .[$e.key] += $e.value))
+        | to_entries | map("\(.value) \(.key)") | join("; ")' "$WORK/results/$side/$name".*.json)
+      [ -z "$kinds" ] || echo "- $side, $label, errors over all rounds: $kinds."
+    done
+  done
+  echo "- Load average of the machine (1/5/15 min) before the first round: $LOAD_BEFORE; after the last: $(load_average)."
   echo
   if has_side etcd && has_side nines; then
     ratio=$(awk -v a="$(median nines put-64 .throughput_ops_s)" -v b="$(median etcd put-64 .throughput_ops_s)" 'BEGIN { print a / b }')
