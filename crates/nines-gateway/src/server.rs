@@ -286,17 +286,16 @@ pub async fn run_tcp_listener(
     listener: TcpListener,
     slot: Arc<ArcSwap<TcpRuntime>>,
     mut stop: watch::Receiver<bool>,
-    drain: watch::Receiver<bool>,
+    mut drain: watch::Receiver<bool>,
     tracker: Arc<ConnectionTracker>,
     workers: Workers,
 ) {
-    let mut drain_accept = drain.clone();
     let mut next_worker = 0usize;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|s| *s) => return,
-            _ = drain_accept.wait_for(|d| *d) => return,
+            _ = drain.wait_for(|d| *d) => return,
         };
         let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -304,13 +303,11 @@ pub async fn run_tcp_listener(
         };
         let runtime = slot.load_full();
         let guard = tracker.enter(&runtime.metrics);
-        let mut drain = drain.clone();
         next_worker = next_worker.wrapping_add(1);
+        // A TCP connection has no request boundary to stop at: during a drain it
+        // runs to its end, and shutdown stops waiting at the drain timeout.
         workers.spawn(next_worker, async move {
-            tokio::select! {
-                _ = serve_tcp_connection(stream, peer, &runtime) => {}
-                _ = drain.wait_for(|d| *d) => {}
-            }
+            serve_tcp_connection(stream, peer, &runtime).await;
             drop(guard);
         });
     }
