@@ -396,3 +396,103 @@ fn final_value_never_written_loses_every_acknowledged_write() {
     let finals = BTreeMap::from([("k".to_string(), Some("garbage".to_string()))]);
     assert_eq!(lost_acknowledged_writes(&history, &finals).len(), 2);
 }
+
+/// Builds a history that is linearizable by construction: operations are
+/// applied to a register in a random order, each one's interval contains its
+/// linearization point, and some writes become unknown (applied or not) or
+/// failed (not applied).
+fn generated_history(seed: u64, operations: usize, fates: u64) -> Vec<Operation> {
+    let mut rng = crate::rng::SeededRng::new(seed);
+    let mut state: Option<String> = None;
+    let mut written: Vec<String> = Vec::new();
+    let mut history = Vec::new();
+    for index in 0..operations {
+        let point = index as u64 * 10;
+        let invoke = point.saturating_sub(rng.below(40));
+        let complete = point + rng.below(40);
+        let client = rng.below(6) as u32;
+        let value = format!("v{index}");
+        let roll = rng.below(10);
+        // Fates 0-2 make writes failed or unknown (applied or not); out of
+        // 30 that is about what a chaos run sees, out of 10 far more.
+        let fate = rng.below(fates);
+        let (command, outcome) = if roll < 4 {
+            let command = Command::Put {
+                value: value.clone(),
+            };
+            match fate {
+                0 => (command, Outcome::Failed),
+                1 => (command, Outcome::Unknown),
+                2 => {
+                    state = Some(value.clone());
+                    (command, Outcome::Unknown)
+                }
+                _ => {
+                    state = Some(value.clone());
+                    (command, Outcome::Ok(Response::Put))
+                }
+            }
+        } else if roll < 7 || written.is_empty() {
+            (Command::Get, Outcome::Ok(Response::Get(state.clone())))
+        } else {
+            let expected = if rng.chance(1, 2) {
+                state.clone().unwrap_or_else(|| written[0].clone())
+            } else {
+                rng.pick(&written).clone()
+            };
+            let swaps = state.as_deref() == Some(expected.as_str());
+            let command = Command::Cas {
+                expected,
+                new: value.clone(),
+            };
+            match fate {
+                0 | 1 => (command, Outcome::Unknown),
+                _ => {
+                    if swaps {
+                        state = Some(value.clone());
+                    }
+                    (command, Outcome::Ok(Response::Cas(swaps)))
+                }
+            }
+        };
+        written.push(value);
+        history.push(op(client, command, invoke, complete, outcome));
+    }
+    history
+}
+
+#[test]
+fn generated_linearizable_histories_are_accepted() {
+    for seed in 0..200 {
+        let history = generated_history(seed, 150, 30);
+        let report = check_history(&history, &CheckLimits::default());
+        assert_eq!(report.verdict, Verdict::Linearizable, "seed {seed}");
+    }
+    for seed in 0..200 {
+        let history = generated_history(seed, 60, 10);
+        let report = check_history(&history, &CheckLimits::default());
+        assert_eq!(report.verdict, Verdict::Linearizable, "seed {seed}");
+    }
+}
+
+#[test]
+fn generated_histories_with_an_impossible_read_are_rejected() {
+    for seed in 0..100 {
+        let mut history = generated_history(seed, 150, 30);
+        let reads: Vec<usize> = (0..history.len())
+            .filter(|&index| history[index].command == Command::Get)
+            .collect();
+        let Some(&victim) = reads.get(reads.len() / 2) else {
+            continue;
+        };
+        history[victim].outcome = Outcome::Ok(Response::Get(Some("never-written".into())));
+        let report = check_history(&history, &CheckLimits::default());
+        assert_eq!(report.verdict, Verdict::NotLinearizable, "seed {seed}");
+        let offending = report.offending.expect("offending history");
+        assert!(offending
+            .operations
+            .iter()
+            .any(|operation| operation.outcome
+                == Outcome::Ok(Response::Get(Some("never-written".into())))));
+    }
+}

@@ -125,6 +125,10 @@ pub fn check_history(history: &[Operation], limits: &CheckLimits) -> CheckReport
     report
 }
 
+/// Search steps allowed for each trial while minimizing an offending
+/// history; a trial that runs out keeps the operations it tried to delete.
+const MINIMIZE_STEPS_MAX: u64 = 1_000_000;
+
 /// Register values are interned: 0 is "no value", others index distinct strings.
 type Value = u32;
 const ABSENT: Value = 0;
@@ -246,13 +250,39 @@ impl<'a> Register<'a> {
                 source: operation,
             });
         }
-        let ops = drop_unobserved_unknown_writes(ops);
         Register { ops }
     }
 
     fn check(&self, steps_max: u64, deadline: Instant) -> SearchOutcome {
         let all: Vec<usize> = (0..self.ops.len()).collect();
-        search(&self.ops, &all, steps_max, deadline)
+        self.check_subset(&all, steps_max, deadline)
+    }
+
+    /// Searches the operations `subset`, after narrowing what the history
+    /// itself proves about unknown writes (see [`effective_ops`]).
+    fn check_subset(&self, subset: &[usize], steps_max: u64, deadline: Instant) -> SearchOutcome {
+        let effective = effective_ops(&self.ops, subset);
+        // A completed operation that observed a value nobody wrote cannot be
+        // placed anywhere: no search needed.
+        let written: HashSet<Value> = effective
+            .iter()
+            .filter_map(|op| op.step.written())
+            .collect();
+        let impossible = effective.iter().any(|op| {
+            op.definite()
+                && op
+                    .step
+                    .observed()
+                    .is_some_and(|value| value != ABSENT && !written.contains(&value))
+        });
+        if impossible {
+            return SearchOutcome {
+                verdict: Verdict::NotLinearizable,
+                steps: 0,
+            };
+        }
+        let all: Vec<usize> = (0..effective.len()).collect();
+        search(&effective, &all, steps_max, deadline)
     }
 
     /// Deletes operations (in halving chunks, then one by one) as long as the
@@ -276,7 +306,8 @@ impl<'a> Register<'a> {
                         .copied()
                         .filter(|index| !removal.contains(index))
                         .collect();
-                    if search(&self.ops, &rest, steps_max, deadline).verdict
+                    let budget = steps_max.min(MINIMIZE_STEPS_MAX);
+                    if self.check_subset(&rest, budget, deadline).verdict
                         == Verdict::NotLinearizable
                     {
                         kept = rest;
@@ -331,27 +362,58 @@ impl<'a> Register<'a> {
     }
 }
 
-/// Drops unknown writes whose value nobody observed, when no refused
-/// compare-and-swap could have seen the register hold that value. Such a
-/// write can always be placed after everything else (it "never happened"),
-/// so dropping it keeps the verdict and avoids exploring its placements.
-fn drop_unobserved_unknown_writes(ops: Vec<PreparedOp<'_>>) -> Vec<PreparedOp<'_>> {
-    let observed: HashSet<Value> = ops.iter().filter_map(|op| op.step.observed()).collect();
-    let latest_refusal_complete = ops
-        .iter()
-        .filter(|op| matches!(op.step, Step::CasRefused { .. }))
-        .map(|op| op.complete)
-        .max();
-    ops.into_iter()
-        .filter(|op| {
+/// The operations of `subset` as the search should see them, using what the
+/// history itself proves about unknown writes (values are unique, so a
+/// value has one writer):
+///
+/// - an unknown write whose value a completed operation observed certainly
+///   took effect, and before that observer completed: it becomes a definite
+///   write (a swapped compare-and-swap) completing then;
+/// - an unknown write whose value nobody observed can always be placed after
+///   everything else ("never happened") unless a refused compare-and-swap
+///   might have needed the register to hold that value; without such a
+///   refusal after its invocation it is dropped.
+///
+/// Both keep the verdict and spare the search the placements of operations
+/// that could otherwise land anywhere.
+fn effective_ops<'a>(ops: &[PreparedOp<'a>], subset: &[usize]) -> Vec<PreparedOp<'a>> {
+    let mut writers: HashMap<Value, usize> = HashMap::new();
+    let mut observed: HashSet<Value> = HashSet::new();
+    let mut first_observer_complete: HashMap<Value, u64> = HashMap::new();
+    let mut latest_refusal_complete: Option<u64> = None;
+    for &index in subset {
+        let op = &ops[index];
+        if let Some(value) = op.step.written() {
+            *writers.entry(value).or_default() += 1;
+        }
+        if let Some(value) = op.step.observed() {
+            observed.insert(value);
             if op.definite() {
-                return true;
+                let earliest = first_observer_complete.entry(value).or_insert(op.complete);
+                *earliest = (*earliest).min(op.complete);
             }
-            let Some(value) = op.step.written() else {
-                return true;
+        }
+        if matches!(op.step, Step::CasRefused { .. }) {
+            latest_refusal_complete = latest_refusal_complete.max(Some(op.complete));
+        }
+    }
+    subset
+        .iter()
+        .filter_map(|&index| {
+            let mut op = ops[index].clone();
+            let Some(value) = op.step.written().filter(|_| !op.definite()) else {
+                return Some(op);
             };
+            let sole_writer = writers.get(&value) == Some(&1);
+            if let (true, Some(&seen_by)) = (sole_writer, first_observer_complete.get(&value)) {
+                op.complete = seen_by.max(op.invoke);
+                if let Step::CasUnknown { expected, new } = op.step {
+                    op.step = Step::CasSwapped { expected, new };
+                }
+                return Some(op);
+            }
             let refusal_after = latest_refusal_complete.is_some_and(|end| end > op.invoke);
-            observed.contains(&value) || refusal_after
+            (observed.contains(&value) || refusal_after).then_some(op)
         })
         .collect()
 }
