@@ -247,6 +247,16 @@ for label in labels:
     vs_hap = f"{rps / med(hap, 0):.2f}" if hap in tput and side != "haproxy" and side != "direct" else ""
     lines.append(f"| {side} | {n} | {rps:,.0f} | {med(label, 1):.2f} | {med(label, 2):.2f} | {rps / direct:.0%} | {vs_hap} |")
 lines.append("")
+for n in sorted({l.split("-")[1] for l in tput if l.startswith("nines-")}):
+    nines, hap = "nines-" + n, "haproxy-" + n
+    if hap in tput:
+        speed = med(nines, 0) / med(hap, 0)
+        p99 = "lower" if med(nines, 2) < med(hap, 2) else "higher"
+        verdict = "at or above" if speed >= 1 else "below"
+        lines.append(f"Where it stands, {n} thread(s): nines is {verdict} HAProxy ({speed:.2f}x its requests/s) with a {p99} p99, "
+                     f"at {med(nines, 0) / direct:.0%} of the direct ceiling (goal: >= 1.00x with a lower p99, >= 70% of direct).")
+lines.append("Per-round figures vary a lot on this shared machine (see the raw rows); the medians are the figures to quote.")
+lines.append("")
 lines.append("Kill one of three backends (\`kill -9\`) ${KILL_AFTER}s into the same wrk run (threads = $(echo "$WORKERS" | awk '{print $1}')):")
 lines.append("nines: retries on connect-failure/reset/timeout, passive ejection, health checks; HAProxy: \`retries 3\`, \`option redispatch 1\`,")
 lines.append("\`retry-on conn-failure empty-response response-timeout\`, checks; nginx: \`proxy_next_upstream error timeout http_502 http_503 non_idempotent\`, \`max_fails=1\`.\n")
