@@ -87,7 +87,24 @@ impl Peer for PeerService {
 
     async fn forward(&self, req: Request<Envelope>) -> Result<Response<Envelope>, Status> {
         let (_, cmds): (_, Vec<Command>) = self.open(req)?;
-        let res = self.core.propose_all(cmds).await;
+        if self.core.membership.is_removed() {
+            // Nothing was proposed: the sender may safely retry elsewhere
+            // ("refused" makes it count the message as never delivered).
+            return Err(Status::unavailable(
+                "request refused: this member was removed from the cluster",
+            ));
+        }
+        let mut res = self.core.propose_all(cmds).await;
+        if self.core.membership.is_removed() {
+            // Raft stopped under these writes because this member left; they
+            // may still commit under the new leader, so the outcome is
+            // unknown, exactly what "leader changed" tells the client.
+            for r in &mut res {
+                if *r == Err(WriteError::Stopped) {
+                    *r = Err(WriteError::LeaderChanged);
+                }
+            }
+        }
         self.seal(&res)
     }
 
