@@ -293,11 +293,23 @@ async fn etcdctl_lease_and_watch_commands() {
     // etcdctl prints each event as TYPE, then prev key and value, then key and value.
     assert_eq!(text, "PUT\nwk\na\nPUT\nwk\na\nwk\nb\n");
     etcdctl(&eps, &["compaction", &last.to_string()], None);
-    let wc = etcdctl(&eps, &["watch", "wk", "--rev=1"], None);
-    assert!(
-        wc.stderr.contains("compacted") || wc.stdout.contains("compacted"),
-        "{} {}",
-        wc.stdout,
-        wc.stderr
+    // Bounded: a watch that is not cancelled would block forever.
+    let wc = std::process::Command::new("timeout")
+        .args([
+            "10",
+            "etcdctl",
+            &format!("--endpoints={eps}"),
+            "watch",
+            "wk",
+            "--rev=1",
+        ])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("etcdctl watch");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&wc.stdout),
+        String::from_utf8_lossy(&wc.stderr)
     );
+    assert!(text.contains("compacted"), "{text}");
 }
