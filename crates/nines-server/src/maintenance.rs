@@ -5,7 +5,7 @@
 
 use std::pin::Pin;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use nines_raft::RaftNode;
 use tonic::{Request, Response, Status};
 
@@ -164,19 +164,19 @@ impl Maintenance for MaintenanceService {
         let header = self.header();
         let total = bytes.len();
         // Each message carries the bytes still to come after it, so the last
-        // one says 0, as etcd's stream does.
-        let messages: Vec<Result<pb::SnapshotResponse, Status>> = bytes
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .scan(0usize, |sent, chunk| {
-                *sent += chunk.len();
-                Some(Ok(pb::SnapshotResponse {
+        // one says 0, as etcd's stream does. Chunks are copied out one at a
+        // time as the client reads, not all up front.
+        let messages =
+            futures::stream::iter(0..total.div_ceil(SNAPSHOT_CHUNK_BYTES)).map(move |i| {
+                let start = i * SNAPSHOT_CHUNK_BYTES;
+                let end = (start + SNAPSHOT_CHUNK_BYTES).min(total);
+                Ok(pb::SnapshotResponse {
                     header: Some(header),
-                    remaining_bytes: (total - *sent) as u64,
-                    blob: chunk.to_vec(),
-                }))
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(messages))))
+                    remaining_bytes: (total - end) as u64,
+                    blob: bytes[start..end].to_vec(),
+                })
+            });
+        Ok(Response::new(Box::pin(messages)))
     }
 
     async fn move_leader(

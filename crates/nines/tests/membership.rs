@@ -281,6 +281,22 @@ async fn etcdctl_member_and_snapshot_commands_match_real_etcd() {
     let remote = cl.hash_kv(0).await.expect("hashkv");
     assert_eq!(hash, remote.hash());
 
+    // A snapshot of many chunks (32 KiB each) arrives whole.
+    let value = "v".repeat(1024);
+    for i in 0..300 {
+        cl.put(format!("big/{i:04}"), value.as_str(), None)
+            .await
+            .expect("put");
+    }
+    let big = format!("{dir_s}/big.db");
+    let out = etcdctl(&c.members[0].client, &["snapshot", "save", &big], None);
+    assert_eq!(out.code, 0, "snapshot save: {}", out.stderr);
+    let big_bytes = std::fs::read(&big).expect("big snapshot");
+    assert!(big_bytes.len() > 300 * 1024);
+    let (_, big_store) =
+        nines_raft::state_machine::read_exported_snapshot(&big_bytes).expect("reads back");
+    assert_eq!(big_store.key_count(), 301);
+
     let mut damaged = bytes.clone();
     damaged[10] ^= 1;
     assert!(nines_raft::state_machine::read_exported_snapshot(&damaged).is_err());
