@@ -405,7 +405,10 @@ impl Wal {
                     .map_err(|e| corrupt(off, format!("undecodable entry: {e}")))?;
                 let index = entry.log_id.index;
                 if let Some(exp) = expected {
-                    if index != exp {
+                    // After a snapshot install the log goes on past the
+                    // snapshot: a gap is fine when the purge point covers it.
+                    let gap_purged = index > exp && purged_index.is_some_and(|p| index <= p + 1);
+                    if index != exp && !gap_purged {
                         return Err(corrupt(off, format!("expected entry {exp}, found {index}")));
                     }
                 }
@@ -670,4 +673,73 @@ fn write_checked_nosync<T: serde::Serialize>(path: &Path, value: &T) -> io::Resu
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
     bytes.extend_from_slice(&payload);
     fs::write(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn open(dir: &Path) -> Result<(Wal, BTreeMap<u64, Entry>), LogOpenError> {
+        let wal_dir = dir.join("wal");
+        fs::create_dir_all(&wal_dir).expect("wal dir");
+        let purged = read_checked::<LogId>(&wal_dir.join("purged")).expect("purged readable");
+        Wal::open(dir, &wal_dir, purged, Arc::new(LogFaults::default()))
+    }
+
+    #[test]
+    fn log_continues_past_a_snapshot_install_gap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            wal.append(&(1..=5).map(entry).collect::<Vec<_>>()).expect("append");
+            // A snapshot up to 20 was installed: the log is purged to 20 and
+            // goes on at 21 in the same segment.
+            wal.purge(*entry(20).get_log_id()).expect("purge");
+            wal.append(&(21..=23).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.current.sync_data().expect("sync");
+        }
+        let (_, entries) = open(dir.path()).expect("reopen after the gap");
+        assert_eq!(entries.keys().copied().collect::<Vec<_>>(), vec![21, 22, 23]);
+    }
+
+    #[test]
+    fn a_gap_not_covered_by_the_purge_point_is_corruption() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            wal.append(&(1..=5).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.append(&(9..=10).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.current.sync_data().expect("sync");
+        }
+        let err = open(dir.path()).err().expect("a gap is refused");
+        assert!(err.to_string().contains("expected entry 6, found 9"), "{err}");
+    }
+
+    #[test]
+    fn torn_tail_is_trimmed_and_flipped_byte_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            wal.append(&(1..=3).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.current.sync_data().expect("sync");
+        }
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let full = fs::read(&seg).expect("read");
+        fs::write(&seg, &full[..full.len() - 3]).expect("tear");
+        let (_, entries) = open(dir.path()).expect("a torn tail is trimmed");
+        assert_eq!(entries.len(), 2);
+        let mut bytes = fs::read(&seg).expect("read");
+        bytes[10] ^= 0xff;
+        fs::write(&seg, &bytes).expect("flip");
+        let err = open(dir.path()).err().expect("a flipped byte is refused");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
 }

@@ -9,7 +9,7 @@ use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::membership::MembershipRequest;
@@ -33,9 +33,14 @@ pub(crate) fn spawn(core: Arc<Core>, listener: tokio::net::TcpListener) {
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .add_service(svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            // Accepted sockets do not inherit the builder's nodelay: set it on
+            // the incoming stream, or small answers wait for delayed ACKs.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+            )
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "peer transport stopped");

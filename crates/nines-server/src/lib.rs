@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use nines_raft::{NodeConfig, RaftNode, StartError};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Generated etcd API types and services.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -158,9 +158,14 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         .add_service(ElectionServer::new(recipes))
         .add_service(MaintenanceServer::new(maint.clone()))
         .add_service(ClusterServer::new(maint))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(client_listener), async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        });
+        // Accepted sockets do not inherit the builder's nodelay: set it on
+        // the incoming stream, or small answers wait for delayed ACKs.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(client_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
     let grpc_task = tokio::spawn(grpc);
     let mut http_stop = stop_rx;
     let http_app = http::router(node.clone(), cfg.fault_injection);
