@@ -94,6 +94,11 @@ pub struct Report {
     pub offending_history: Option<OffendingHistory>,
     /// Acknowledged writes missing from the final reads.
     pub lost_acknowledged_writes: u64,
+    /// Acknowledged writes to write-once ledger keys, each checked to be
+    /// present after the run (the per-key registers only show their last write).
+    /// Absent from reports made before the ledger existed.
+    #[serde(default)]
+    pub ledger_writes_checked: u64,
     /// The first lost writes (at most 20).
     pub lost_writes: Vec<LostWrite>,
     /// Keys whose final read never succeeded (not judged).
@@ -250,8 +255,8 @@ impl Report {
             }
         }
         line(format!(
-            "lost acknowledged writes: {}",
-            self.lost_acknowledged_writes
+            "lost acknowledged writes: {} (final reads of every key, and of {} write-once ledger keys)",
+            self.lost_acknowledged_writes, self.ledger_writes_checked
         ));
         for lost in &self.lost_writes {
             line(format!(

@@ -746,6 +746,14 @@ async fn judge(
         linearizability: check.verdict,
         offending_history: check.offending,
         lost_acknowledged_writes: lost.len() as u64,
+        ledger_writes_checked: history
+            .iter()
+            .filter(|operation| {
+                operation.key.starts_with(LEDGER_PREFIX)
+                    && operation.is_acknowledged_write()
+                    && finals.contains_key(&operation.key)
+            })
+            .count() as u64,
         lost_writes: lost.into_iter().take(20).collect(),
         final_reads_missing,
         availability_percent: report::availability_percent(&write_times, 0, end_ms),
