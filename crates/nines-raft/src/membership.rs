@@ -33,6 +33,9 @@ const CHANGE_IN_PROGRESS_WAIT: Duration = Duration::from_secs(3);
 /// Time a removed member keeps running after noticing, so the messages that
 /// commit its removal still reach the others, before Raft stops.
 const REMOVED_GRACE: Duration = Duration::from_millis(500);
+/// How long a member goes without a leader before it asks its peers whether
+/// it was removed while away.
+const LEADERLESS_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Attempts the leader makes to tell a removed member it is out.
 const REMOVED_NOTICE_ATTEMPTS: u32 = 10;
 
@@ -121,7 +124,12 @@ pub enum MembershipError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct ClusterView {
     cluster_id: u64,
+    /// The members as the log has them (possibly not yet committed).
     members: Vec<MemberInfo>,
+    /// Index of the last applied entry of the answering member.
+    applied_index: u64,
+    /// The members of the applied (committed) membership at that index.
+    applied_ids: Vec<NodeId>,
 }
 
 /// A `Membership` peer RPC.
@@ -248,10 +256,19 @@ pub(crate) async fn serve(
     req: MembershipRequest,
 ) -> Result<MembershipReply, MembershipError> {
     match req {
-        MembershipRequest::View => Ok(MembershipReply::View(ClusterView {
-            cluster_id: core.cluster_id,
-            members: member_infos(core.raft.metrics().borrow().membership_config.membership()),
-        })),
+        MembershipRequest::View => {
+            let (applied_index, applied_ids) = {
+                let applied = core.sm.applied.read().expect("applied lock");
+                let ids = applied.1.membership().nodes().map(|(id, _)| *id).collect();
+                (applied.0.map(|l| l.index).unwrap_or(0), ids)
+            };
+            Ok(MembershipReply::View(ClusterView {
+                cluster_id: core.cluster_id,
+                members: member_infos(core.raft.metrics().borrow().membership_config.membership()),
+                applied_index,
+                applied_ids,
+            }))
+        }
         MembershipRequest::Change(change) => {
             if core.raft.metrics().borrow().current_leader != Some(core.id) {
                 return Err(WriteError::LeaderChanged.into());
@@ -273,7 +290,7 @@ pub(crate) async fn serve(
                 .get_node(&from)
                 .is_some();
             if known {
-                tokio::spawn(stop_removed(core.clone()));
+                tokio::spawn(stop_removed(core.clone(), "the leader said so"));
             }
             Ok(MembershipReply::Removed)
         }
@@ -567,7 +584,12 @@ pub(crate) async fn watch_removal(core: Arc<Core>) {
     let mut metrics = core.raft.metrics();
     let mut stop = core.shutdown_signal();
     let mut seen = false;
+    let mut leader_seen_at = Instant::now();
+    let mut tick = tokio::time::interval(LEADERLESS_CHECK_INTERVAL);
     loop {
+        if metrics.borrow().current_leader.is_some() {
+            leader_seen_at = Instant::now();
+        }
         let (listed, empty) = {
             let applied = core.sm.applied.read().expect("applied lock");
             let m = applied.1.membership();
@@ -577,23 +599,76 @@ pub(crate) async fn watch_removal(core: Arc<Core>) {
         if listed {
             seen = true;
         } else if seen && !empty {
-            stop_removed(core).await;
+            stop_removed(core, "the committed membership no longer lists it").await;
             return;
         }
         tokio::select! {
             r = metrics.changed() => if r.is_err() { return },
             _ = stop.changed() => return,
+            _ = tick.tick() => {
+                if seen && leader_seen_at.elapsed() >= LEADERLESS_CHECK_INTERVAL
+                    && removed_while_away(&core).await
+                {
+                    stop_removed(core, "a peer that is ahead no longer lists it").await;
+                    return;
+                }
+            }
         }
     }
 }
 
+/// Whether a peer proves this member was removed while it was away (down or
+/// cut off, so it never saw the change and nobody replicates to it now): the
+/// peer has applied at least everything this member's log holds, and its
+/// committed membership at that point does not list this member. Ids are
+/// never reused, and a peer that lags cannot prove it, so a member that was
+/// added but not yet caught up is never stopped by this.
+async fn removed_while_away(core: &Arc<Core>) -> bool {
+    let (last_index, peers) = {
+        let m = core.raft.metrics().borrow().clone();
+        let peers: Vec<(NodeId, MemberNode)> = core
+            .sm
+            .applied
+            .read()
+            .expect("applied lock")
+            .1
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != core.id)
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        (m.last_log_index.unwrap_or(0), peers)
+    };
+    for (id, node) in peers {
+        let res: Result<Result<MembershipReply, MembershipError>, PeerError> = core
+            .peers
+            .call(
+                id,
+                &node,
+                PeerMethod::Membership,
+                &MembershipRequest::View,
+                PEER_PROBE_TIMEOUT,
+            )
+            .await;
+        if let Ok(Ok(MembershipReply::View(view))) = res {
+            if view.applied_index >= last_index
+                && !view.applied_ids.is_empty()
+                && !view.applied_ids.contains(&core.id)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Marks the member removed and stops Raft after a short grace; the server
 /// then stops serving (`RaftNode::fatal` resolves).
-async fn stop_removed(core: Arc<Core>) {
+async fn stop_removed(core: Arc<Core>, why: &'static str) {
     if core.membership.removed.send_replace(true) {
         return;
     }
-    tracing::warn!(id = %format!("{:x}", core.id), "this member was removed from the cluster; stopping");
+    tracing::warn!(id = %format!("{:x}", core.id), why, "this member was removed from the cluster; stopping");
     tokio::time::sleep(REMOVED_GRACE).await;
     let _ = core.raft.shutdown().await;
 }

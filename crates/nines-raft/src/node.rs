@@ -428,18 +428,27 @@ impl RaftNode {
     }
 
     /// Resolves with the reason when Raft stops on a fatal error (a failed
-    /// fsync, say). The member must then exit rather than serve.
+    /// fsync, say) or because this member was removed from the cluster. The
+    /// member must then exit rather than serve.
     pub async fn fatal(&self) -> String {
+        const REMOVED: &str = "the member has been permanently removed from the cluster";
         let mut rx = self.core.raft.metrics();
         loop {
+            // A removed member stops Raft itself (after a grace); say why.
+            let removed = || self.core.membership.is_removed();
             if let Err(e) = &rx.borrow().running_state {
-                return e.to_string();
+                return if removed() {
+                    REMOVED.into()
+                } else {
+                    e.to_string()
+                };
             }
             if rx.changed().await.is_err() {
-                if self.core.membership.is_removed() {
-                    return "the member has been permanently removed from the cluster".into();
-                }
-                return "raft stopped".into();
+                return if removed() {
+                    REMOVED.into()
+                } else {
+                    "raft stopped".into()
+                };
             }
         }
     }
