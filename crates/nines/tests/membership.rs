@@ -624,6 +624,43 @@ async fn voter_added_by_etcdctl_joins_with_the_printed_flags_and_survives_restar
     assert!(row.contains(", started, n4, "), "{row}");
     assert!(row.ends_with(", false"), "{row}");
 
+    // The nines CLI sees the same: a table row per member, and an update
+    // to a URL in use is refused with etcd's error.
+    let table = nines_cli(&eps, &["member", "list"]);
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert_eq!(table.stdout.lines().count(), 5, "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.contains(" started ") && l.contains(" n4 ") && l.contains(&peer_url)),
+        "{}",
+        table.stdout
+    );
+    let n4_id = id_of(&eps, "n4");
+    let taken = c.peer_url(0);
+    let upd = nines_cli(
+        &eps,
+        &["member", "update", &n4_id, &format!("--peer-urls={taken}")],
+    );
+    assert_ne!(upd.code, 0);
+    assert!(
+        upd.stderr.contains("etcdserver: Peer URLs already exists"),
+        "{}",
+        upd.stderr
+    );
+    let upd = nines_cli(
+        &eps,
+        &[
+            "member",
+            "update",
+            &n4_id,
+            &format!("--peer-urls={peer_url}"),
+        ],
+    );
+    assert_eq!(upd.code, 0, "{}", upd.stderr);
+    assert!(upd.stdout.starts_with("Updated member"), "{}", upd.stdout);
+
     // It serves linearizable reads of what was written before it joined,
     // also after a restart from its data dir.
     for round in 0..2 {
@@ -677,7 +714,10 @@ async fn member_removed_while_down_stops_when_restarted() {
     assert_ne!(code, Some(0));
     let log = std::fs::read_to_string(c.log_path(down)).unwrap_or_default();
     assert!(log.contains("permanently removed"), "{log}");
-    assert!(log.contains("a peer that is ahead no longer lists it"), "{log}");
+    assert!(
+        log.contains("a peer that is ahead no longer lists it"),
+        "{log}"
+    );
     let list = etcdctl(&up[0], &["member", "list"], None);
     assert_eq!(list.stdout.lines().count(), 2, "{}", list.stdout);
 }
