@@ -311,27 +311,24 @@ impl Cluster {
     }
 
     /// Stops member `index` gracefully (SIGTERM), falling back to SIGKILL
-    /// after `grace`.
-    pub fn terminate(&mut self, index: usize, grace: Duration) -> Result<(), ClusterError> {
+    /// after `grace`. Waits without blocking the runtime.
+    pub async fn terminate(&mut self, index: usize, grace: Duration) -> Result<(), ClusterError> {
         if self.members[index].paused {
             self.resume(index)?;
         }
-        let member = &mut self.members[index];
-        let Some(mut child) = member.child.take() else {
+        let Some(pid) = self.members[index].pid() else {
             return Ok(());
         };
-        let pid = Pid::from_raw(child.id() as i32);
-        if kill(pid, Signal::SIGTERM).is_ok() {
+        if kill(Pid::from_raw(pid as i32), Signal::SIGTERM).is_ok() {
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
+                if self.reap_exited(index).is_some() {
                     return Ok(());
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
+        self.kill(index);
         Ok(())
     }
 

@@ -134,7 +134,9 @@ pub async fn inject(
         }
         FaultKind::Restart => {
             injected.target = cluster.members()[random_member].name.clone();
-            cluster.terminate(random_member, Duration::from_secs(5))?;
+            cluster
+                .terminate(random_member, Duration::from_secs(5))
+                .await?;
             cluster.spawn(random_member)?;
         }
         FaultKind::LeaderKill => {
