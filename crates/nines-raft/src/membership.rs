@@ -3,8 +3,9 @@
 //! openraft's joint consensus on the leader, forwarding those calls from a
 //! follower, finding a joining member's id from the running cluster, and
 //! stopping a member that sees itself removed. It also exports the applied
-//! state as a snapshot file for `Maintenance.Snapshot`. It does not touch the
-//! write or read paths of client commands.
+//! state as a snapshot file for `Maintenance.Snapshot`, and founds a new
+//! cluster's data dirs from such a file ([`restore_data_dir`]). It does not
+//! touch the write or read paths of client commands.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -769,6 +770,68 @@ fn adopt_identity(
     )
     .map_err(StartError::DataDir)?;
     Ok((me.id, view.cluster_id))
+}
+
+/// Why a data dir could not be restored from a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// `--initial-cluster` does not name this member, or names one twice.
+    #[error("{0}")]
+    Config(String),
+    /// The data dir is not empty or cannot be written.
+    #[error("{0}")]
+    DataDir(String),
+    /// The snapshot file is damaged or not a nines snapshot.
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+/// Prepares `data_dir` for member `name` of a new cluster restored from an
+/// exported snapshot (`Maintenance.Snapshot`, `etcdctl snapshot save`), as
+/// `etcdctl snapshot restore` does for etcd: run it for every member with
+/// the same snapshot and `initial_cluster`, then start each with
+/// `--initial-cluster-state new`. Keys, revisions and leases come from the
+/// snapshot; the membership is `initial_cluster`.
+pub fn restore_data_dir(
+    snapshot: &[u8],
+    name: &str,
+    initial_cluster: &[(String, String)],
+    data_dir: &std::path::Path,
+) -> Result<NodeId, RestoreError> {
+    let mut members = BTreeMap::new();
+    for (n, url) in initial_cluster {
+        let node = MemberNode {
+            name: n.clone(),
+            peer_urls: vec![url.clone()],
+            client_urls: Vec::new(),
+        };
+        if members.insert(crate::member_id(n, url), node).is_some() {
+            return Err(RestoreError::Config(format!(
+                "--initial-cluster names member {n:?} twice"
+            )));
+        }
+    }
+    let Some((_, url)) = initial_cluster.iter().find(|(n, _)| n == name) else {
+        return Err(RestoreError::Config(format!(
+            "--initial-cluster has no member named {name:?}"
+        )));
+    };
+    let id = crate::member_id(name, url);
+    let nonempty = std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some());
+    if nonempty {
+        return Err(RestoreError::DataDir(format!(
+            "data dir {} is not empty; restore into a new dir",
+            data_dir.display()
+        )));
+    }
+    // Check the snapshot before anything is written.
+    crate::state_machine::read_exported_snapshot(snapshot).map_err(RestoreError::Snapshot)?;
+    let cluster_id = crate::cluster_id_of(&members);
+    identity::check_or_write(data_dir, name, id, cluster_id, ClusterState::New)
+        .map_err(RestoreError::DataDir)?;
+    crate::state_machine::restore_exported_snapshot(data_dir, snapshot, members)
+        .map_err(RestoreError::DataDir)?;
+    Ok(id)
 }
 
 #[cfg(test)]

@@ -173,6 +173,43 @@ pub fn read_exported_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, Store), Str
     Ok((meta, store))
 }
 
+/// Writes `dir/snap/current.snap` for a founding member of a new cluster
+/// restored from an exported snapshot: the file's store, with `members` as
+/// the membership, at the file's applied index under term 0 (so the new
+/// cluster's first leader, of term 1 or more, appends after it). Refuses a
+/// dir that already holds a snapshot.
+pub fn restore_exported_snapshot(
+    dir: &Path,
+    exported: &[u8],
+    members: std::collections::BTreeMap<crate::types::NodeId, crate::types::MemberNode>,
+) -> Result<(), String> {
+    let (meta, store) = read_exported_snapshot(exported)?;
+    let index = meta.last_log_id.map(|l| l.index).unwrap_or(0).max(1);
+    let log_id = LogId::new(openraft::CommittedLeaderId::new(0, 0), index);
+    let voters = members.keys().copied().collect();
+    let membership = openraft::Membership::new(vec![voters], members);
+    let meta = SnapshotMeta {
+        last_log_id: Some(log_id),
+        last_membership: StoredMembership::new(Some(log_id), membership),
+        snapshot_id: format!("restored-{index}"),
+    };
+    let bytes = encode_snapshot(&meta, &store).map_err(|e| e.to_string())?;
+    let snap_dir = dir.join("snap");
+    if snap_dir.join("current.snap").exists() {
+        return Err(format!("{} already holds a snapshot", snap_dir.display()));
+    }
+    fs::create_dir_all(&snap_dir).map_err(|e| format!("{}: {e}", snap_dir.display()))?;
+    let tmp = snap_dir.join("current.snap.tmp");
+    File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| fs::rename(&tmp, snap_dir.join("current.snap")))
+        .and_then(|()| File::open(&snap_dir)?.sync_all())
+        .map_err(|e| format!("cannot write the restored snapshot: {e}"))
+}
+
 fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(SnapshotMeta, Store, usize), String> {
     if bytes.len() < 8 {
         return Err("shorter than its header".into());

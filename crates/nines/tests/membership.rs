@@ -297,9 +297,85 @@ async fn etcdctl_member_and_snapshot_commands_match_real_etcd() {
         nines_raft::state_machine::read_exported_snapshot(&big_bytes).expect("reads back");
     assert_eq!(big_store.key_count(), 301);
 
+    // The file founds a new cluster: restored into a fresh data dir, a new
+    // member serves the same keys at the same revision, and takes writes.
+    let restored_dir = dir.path().join("restored");
+    let ports = nines_testkit::free_ports(3).expect("ports");
+    let peer = format!("http://127.0.0.1:{}", ports[1]);
+    nines_raft::membership::restore_data_dir(
+        &big_bytes,
+        "r1",
+        &[("r1".to_string(), peer.clone())],
+        &restored_dir,
+    )
+    .expect("restore");
+    let restored = Proc::start(&restored_dir, &ports, &peer).await;
+    let mut rc = client(std::slice::from_ref(&restored.client)).await;
+    let got = rc
+        .get(
+            "big/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
+        .await
+        .expect("read restored");
+    assert_eq!(got.count(), 300);
+    assert_eq!(
+        got.header().expect("header").revision(),
+        big_store.revision()
+    );
+    let put = rc.put("k", "after-restore", None).await.expect("put");
+    assert_eq!(
+        put.header().expect("header").revision(),
+        big_store.revision() + 1
+    );
+    drop(restored);
+
     let mut damaged = bytes.clone();
     damaged[10] ^= 1;
     assert!(nines_raft::state_machine::read_exported_snapshot(&damaged).is_err());
+}
+
+/// A lone `nines server` over a prepared data dir, killed on drop.
+struct Proc {
+    child: Child,
+    client: String,
+}
+
+impl Proc {
+    async fn start(data_dir: &std::path::Path, ports: &[u16], peer: &str) -> Proc {
+        let client = format!("127.0.0.1:{}", ports[0]);
+        let http = format!("127.0.0.1:{}", ports[2]);
+        let child = Command::new(exe())
+            .arg("server")
+            .args(["--name", "r1"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-client-urls", &format!("http://{client}")])
+            .args(["--advertise-client-urls", &format!("http://{client}")])
+            .args(["--listen-peer-urls", peer])
+            .args(["--initial-advertise-peer-urls", peer])
+            .args(["--initial-cluster", &format!("r1={peer}")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--http-addr", &http])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nines server starts");
+        let p = Proc { child, client };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while nines_testkit::http_get(&http, "/ready").await.map(|r| r.0) != Some(200) {
+            assert!(Instant::now() < deadline, "restored member not ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        p
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Runs the nines CLI with `--endpoints`.
