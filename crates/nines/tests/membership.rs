@@ -510,10 +510,12 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
     assert_eq!(row["started"], false);
     assert_eq!(row["is_learner"], true);
 
+    let joined_at = Instant::now();
     c.start_joining(n4, &initial).expect("n4 starts");
     c.wait_ready(Duration::from_secs(30))
         .await
         .expect("n4 ready");
+    let ready_after = joined_at.elapsed();
     let n4_id = id_of(&other_eps, "n4");
 
     // Promote once in sync; before that the leader refuses with etcd's error.
@@ -531,6 +533,7 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
         assert!(Instant::now() < deadline, "n4 never caught up");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let promoted_after = joined_at.elapsed();
     let before = acked();
     wait_for("writes after promotion", Duration::from_secs(10), || {
         acked() > before + 50
@@ -541,8 +544,10 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
     let old_id = id_of(&other_eps, &c.members[leader].name);
     let rm = nines_cli(&other_eps, &["member", "remove", &old_id]);
     assert_eq!(rm.code, 0, "member remove: {}", rm.stderr);
+    let removed_at = Instant::now();
     c.wait_exit(leader, Duration::from_secs(15))
         .expect("removed leader stops");
+    let exited_after = removed_at.elapsed();
     let before = acked();
     wait_for("writes after removal", Duration::from_secs(15), || {
         acked() > before + 50
@@ -578,6 +583,10 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
     );
     let bad: Vec<&String> = w.errors.iter().filter(|e| !is_retryable(e)).collect();
     assert!(bad.is_empty(), "non-retryable errors: {bad:?}");
+    eprintln!(
+        "n4 ready {ready_after:?} and promoted {promoted_after:?} after its start; \
+         the removed leader exited {exited_after:?} after the remove"
+    );
     eprintln!(
         "acknowledged {} writes, {} retryable errors: {:?}",
         w.acked.len(),
