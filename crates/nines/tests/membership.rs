@@ -399,6 +399,19 @@ fn members_json(endpoints: &[String]) -> Vec<serde_json::Value> {
     serde_json::from_str(&out.stdout).expect("member list json")
 }
 
+/// Waits until every endpoint lists a started member named `name` (a member
+/// publishes its name when it starts; followers apply that a moment later).
+async fn wait_started(endpoints: &[String], name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for ep in endpoints {
+        let one = std::slice::from_ref(ep);
+        while !members_json(one).iter().any(|m| m["name"] == name) {
+            assert!(Instant::now() < deadline, "{ep} does not list {name}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 fn id_of(endpoints: &[String], name: &str) -> String {
     members_json(endpoints)
         .iter()
@@ -414,13 +427,16 @@ struct Writes {
     errors: Vec<String>,
 }
 
+/// Concurrent writers of the load test.
+const WRITERS: usize = 6;
+
 /// Writers putting unique keys through `endpoints` until `stop`.
 fn start_writers(
     endpoints: Vec<String>,
     stop: Arc<AtomicBool>,
     writes: Arc<Mutex<Writes>>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..3)
+    (0..WRITERS)
         .map(|w| {
             let endpoints = endpoints.clone();
             let stop = stop.clone();
@@ -464,7 +480,9 @@ async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
-    let mut c = cluster(3, &[]).await;
+    // Snapshots every 50 entries: by the time n4 joins, the log it needs
+    // is purged, so it catches up through a snapshot install.
+    let mut c = cluster(3, &["--snapshot-count", "50"]).await;
     let leader = c
         .wait_agreed_leader(Duration::from_secs(10))
         .await
@@ -480,6 +498,13 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
     let writers = start_writers(other_eps.clone(), stop.clone(), writes.clone());
     let acked = || writes.lock().expect("writes").acked.len();
     wait_for("first writes", Duration::from_secs(10), || acked() > 50).await;
+    // Past three snapshots' worth of log, so n4 cannot get it all as entries.
+    let mut status_client = client(&other_eps[..1]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_client.status().await.expect("status").raft_index() < 150 {
+        assert!(Instant::now() < deadline, "log does not grow");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // Add n4 as a learner through a follower (the change is forwarded).
     let n4 = c.reserve_member("n4").expect("ports");
@@ -516,6 +541,7 @@ async fn learner_joins_under_load_is_promoted_and_replaces_removed_leader() {
         .await
         .expect("n4 ready");
     let ready_after = joined_at.elapsed();
+    wait_started(&other_eps, "n4").await;
     let n4_id = id_of(&other_eps, "n4");
 
     // Promote once in sync; before that the leader refuses with etcd's error.
@@ -700,6 +726,7 @@ async fn voter_added_by_etcdctl_joins_with_the_printed_flags_and_survives_restar
     c.wait_ready(Duration::from_secs(30))
         .await
         .expect("n4 ready");
+    wait_started(&eps, "n4").await;
     let list = etcdctl(&eps[0], &["member", "list"], None);
     let row = list
         .stdout
