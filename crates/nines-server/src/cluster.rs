@@ -25,6 +25,7 @@ pub fn membership_status(e: &MembershipError) -> Status {
     Status::new(code, e.to_string())
 }
 
+/// A member as etcd's API carries it.
 pub(crate) fn member_pb(m: MemberInfo) -> pb::Member {
     pb::Member {
         id: m.id,

@@ -689,6 +689,29 @@ async fn member_add_with_bad_url_changes_nothing() {
     let log = std::fs::read_to_string(c.log_path(n4)).unwrap_or_default();
     assert!(log.contains("no member with peer URL"), "{log}");
     assert_eq!(members_json(&eps), before);
+
+    // With a voter down, adding is refused as etcd refuses it: a new voter
+    // that never starts could then cost the quorum.
+    c.kill(2);
+    let live = c.live_endpoints();
+    let out = etcdctl(
+        &live.join(","),
+        &[
+            "member",
+            "add",
+            "x",
+            "--peer-urls=http://127.0.0.1:1",
+            "--learner",
+        ],
+        None,
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("etcdserver: unhealthy cluster"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(members_json(&live), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
