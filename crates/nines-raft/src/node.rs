@@ -26,8 +26,12 @@ use crate::{cluster_id_of, identity, member_id};
 
 /// Commands taken into one log entry at most.
 const BATCH_COMMANDS_MAX: usize = 1024;
-/// Log entries proposed and not yet applied, at most, per member.
-const BATCHES_IN_FLIGHT_MAX: usize = 32;
+/// Log entries proposed and not yet applied, at most, per member. Few and
+/// large beats many and small: openraft pays per entry (an append, a flush
+/// notification, a commit), so while one entry is in flight the next one
+/// gathers every proposal that arrives meanwhile. Measured with 64 clients:
+/// 32 in flight gave about a fifth of the throughput of 1 or 2.
+const BATCHES_IN_FLIGHT_MAX: usize = 2;
 /// Queue of proposals waiting for a batch.
 const PROPOSALS_QUEUE_MAX: usize = 16 * 1024;
 
