@@ -270,3 +270,52 @@ async fn etcdctl_lock_and_elect_work() {
     let _ = campaign.kill();
     let _ = campaign.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_alarm_defrag_and_hashkv_work() {
+    let c = cluster(3, &[]).await;
+    let eps = c.endpoints().join(",");
+    for i in 0..10 {
+        etcdctl(&eps, &["put", &format!("h{i}"), "v"], None);
+    }
+    let alarms = etcdctl(&eps, &["alarm", "list"], None);
+    assert_eq!(
+        (alarms.code, alarms.stdout.as_str()),
+        (0, ""),
+        "{}",
+        alarms.stderr
+    );
+    let defrag = etcdctl(&eps, &["defrag"], None);
+    assert_eq!(defrag.code, 0, "{}", defrag.stderr);
+    assert_eq!(
+        defrag
+            .stdout
+            .matches("Finished defragmenting etcd member")
+            .count(),
+        3,
+        "{}",
+        defrag.stdout
+    );
+    // Every member holds the same history, so every member reports one hash.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let h = etcdctl(&eps, &["endpoint", "hashkv", "-w", "json"], None);
+        assert_eq!(h.code, 0, "{}", h.stderr);
+        let v: serde_json::Value = serde_json::from_str(&h.stdout).expect("json");
+        let hashes: std::collections::BTreeSet<u64> = v
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|r| r["HashKV"]["hash"].as_u64().unwrap_or(0))
+            .collect();
+        if hashes.len() == 1 && !hashes.contains(&0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members disagree on HashKV: {}",
+            h.stdout
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
