@@ -699,15 +699,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut wal, _) = open(dir.path()).expect("open");
-            wal.append(&(1..=5).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.append(&(1..=5).map(entry).collect::<Vec<_>>())
+                .expect("append");
             // A snapshot up to 20 was installed: the log is purged to 20 and
             // goes on at 21 in the same segment.
             wal.purge(*entry(20).get_log_id()).expect("purge");
-            wal.append(&(21..=23).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.append(&(21..=23).map(entry).collect::<Vec<_>>())
+                .expect("append");
             wal.current.sync_data().expect("sync");
         }
         let (_, entries) = open(dir.path()).expect("reopen after the gap");
-        assert_eq!(entries.keys().copied().collect::<Vec<_>>(), vec![21, 22, 23]);
+        assert_eq!(
+            entries.keys().copied().collect::<Vec<_>>(),
+            vec![21, 22, 23]
+        );
     }
 
     #[test]
@@ -715,12 +720,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut wal, _) = open(dir.path()).expect("open");
-            wal.append(&(1..=5).map(entry).collect::<Vec<_>>()).expect("append");
-            wal.append(&(9..=10).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.append(&(1..=5).map(entry).collect::<Vec<_>>())
+                .expect("append");
+            wal.append(&(9..=10).map(entry).collect::<Vec<_>>())
+                .expect("append");
             wal.current.sync_data().expect("sync");
         }
         let err = open(dir.path()).err().expect("a gap is refused");
-        assert!(err.to_string().contains("expected entry 6, found 9"), "{err}");
+        assert!(
+            err.to_string().contains("expected entry 6, found 9"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -728,7 +738,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         {
             let (mut wal, _) = open(dir.path()).expect("open");
-            wal.append(&(1..=3).map(entry).collect::<Vec<_>>()).expect("append");
+            wal.append(&(1..=3).map(entry).collect::<Vec<_>>())
+                .expect("append");
             wal.current.sync_data().expect("sync");
         }
         let seg = segment_path(&dir.path().join("wal"), 0);
