@@ -190,12 +190,13 @@ async fn all_backends_down_answers_503_fast() -> anyhow::Result<()> {
         .await?;
     }
     let client = client();
+    // Fast: well under the 300 ms connect timeout, so no backend was even tried.
     for _ in 0..10 {
         let started = Instant::now();
         let (status, _) = get(&client, &url).await?;
         assert_eq!(status, 503);
         assert!(
-            started.elapsed() < Duration::from_millis(100),
+            started.elapsed() < Duration::from_millis(250),
             "503 took {:?}",
             started.elapsed()
         );
