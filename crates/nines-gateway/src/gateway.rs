@@ -289,6 +289,7 @@ impl Gateway {
                         default,
                         body_bytes_max: listener.body_bytes_max.unwrap_or(BODY_BYTES_MAX_DEFAULT),
                         request_timeout: listener.request_timeout,
+                        limits: http_limits(listener),
                         metrics,
                         access_log: config
                             .gateway
@@ -385,24 +386,9 @@ impl Gateway {
         let tracker = Arc::clone(&self.inner.tracker);
         let slot = match slot {
             Slot::Http(runtime) => {
-                let header_read_timeout =
-                    match (listener.header_read_timeout, listener.idle_timeout) {
-                        (Some(a), Some(b)) => a.min(b),
-                        (a, b) => a.or(b).unwrap_or(HEADER_READ_TIMEOUT_DEFAULT),
-                    };
-                let limits = HttpLimits {
-                    header_read_timeout,
-                    header_bytes_max: listener
-                        .header_bytes_max
-                        .unwrap_or(HEADER_BYTES_MAX_DEFAULT),
-                    header_count_max: listener
-                        .header_count_max
-                        .unwrap_or(HEADER_COUNT_MAX_DEFAULT),
-                };
                 tokio::spawn(run_http_listener(
                     socket,
                     Arc::clone(&runtime),
-                    limits,
                     stop_rx,
                     drain,
                     tracker,
@@ -507,6 +493,25 @@ impl Gateway {
         tracing::info!("shutting down: draining connections");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// The connection limits an HTTP listener's config asks for.
+fn http_limits(listener: &crate::config::ListenerConfig) -> HttpLimits {
+    // hyper's head timer also runs while a keep-alive connection waits for its
+    // next request, so the shorter of the two bounds both.
+    let header_read_timeout = match (listener.header_read_timeout, listener.idle_timeout) {
+        (Some(a), Some(b)) => a.min(b),
+        (a, b) => a.or(b).unwrap_or(HEADER_READ_TIMEOUT_DEFAULT),
+    };
+    HttpLimits {
+        header_read_timeout,
+        header_bytes_max: listener
+            .header_bytes_max
+            .unwrap_or(HEADER_BYTES_MAX_DEFAULT),
+        header_count_max: listener
+            .header_count_max
+            .unwrap_or(HEADER_COUNT_MAX_DEFAULT),
     }
 }
 

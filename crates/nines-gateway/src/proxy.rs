@@ -131,6 +131,8 @@ pub struct ListenerRuntime {
     pub body_bytes_max: u64,
     /// Limit from request head to response head.
     pub request_timeout: Option<Duration>,
+    /// Limits applied to connections accepted from now on.
+    pub limits: crate::server::HttpLimits,
     /// Counters.
     pub metrics: Arc<ListenerMetrics>,
     /// Access log, when enabled.

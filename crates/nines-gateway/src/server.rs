@@ -39,8 +39,9 @@ pub const HEADER_COUNT_MAX_DEFAULT: usize = 100;
 /// Accept backlog of listening sockets.
 pub const ACCEPT_BACKLOG: u32 = 4096;
 
-/// Connection limits of an HTTP listener (fixed for the listener's socket).
-#[derive(Debug, Clone, Copy)]
+/// Connection limits of an HTTP listener; a reload changes them for
+/// connections accepted afterwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
     /// Time allowed for a request head, also the keep-alive idle time.
     pub header_read_timeout: Duration,
@@ -118,25 +119,13 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn run_http_listener(
     listener: TcpListener,
     slot: Arc<ArcSwap<ListenerRuntime>>,
-    limits: HttpLimits,
     mut stop: watch::Receiver<bool>,
     drain: watch::Receiver<bool>,
     tracker: Arc<ConnectionTracker>,
     workers: Workers,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.header_bytes_max.max(8192))
-        .max_headers(limits.header_count_max)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(limits.header_bytes_max as u32);
-    let builder = Arc::new(builder);
+    let first = slot.load().limits;
+    let mut current = (first, http_builder(first));
     let mut drain_accept = drain.clone();
     let mut next_worker = 0usize;
     loop {
@@ -151,9 +140,15 @@ pub async fn run_http_listener(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let metrics = Arc::clone(&slot.load().metrics);
+        let (metrics, limits) = {
+            let runtime = slot.load();
+            (Arc::clone(&runtime.metrics), runtime.limits)
+        };
+        if limits != current.0 {
+            current = (limits, http_builder(limits));
+        }
         let guard = tracker.enter(&metrics);
-        let builder = Arc::clone(&builder);
+        let builder = Arc::clone(&current.1);
         let slot = Arc::clone(&slot);
         let drain = drain.clone();
         next_worker = next_worker.wrapping_add(1);
@@ -162,6 +157,23 @@ pub async fn run_http_listener(
             drop(guard);
         });
     }
+}
+
+/// An HTTP/1.1 + h2c connection builder for `limits`.
+fn http_builder(limits: HttpLimits) -> Arc<auto::Builder<TokioExecutor>> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.header_bytes_max.max(8192))
+        .max_headers(limits.header_count_max)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.header_bytes_max as u32);
+    Arc::new(builder)
 }
 
 async fn serve_http_connection(

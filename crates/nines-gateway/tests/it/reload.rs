@@ -232,3 +232,54 @@ async fn sighup_reloads_and_sigterm_drains_a_gateway_process() -> anyhow::Result
     let _ = child.wait();
     result
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_limits_apply_to_new_connections() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = BackendProcess::spawn("a")?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("gateway.toml");
+    let base = config(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &backend_list(&[&a]),
+        "round_robin",
+    );
+    std::fs::write(&path, &base)?;
+    let gateway = Gateway::start(Config::load(&path)?, Some(path.clone()), None).await?;
+    let web = gateway.listener_addr("web").await.expect("web");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    let exchange = |request: String| async move {
+        let mut stream = TcpStream::connect(web).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+        anyhow::Ok(String::from_utf8_lossy(&answer).into_owned())
+    };
+    assert!(
+        exchange(big.clone()).await?.starts_with("HTTP/1.1 200"),
+        "64 KiB heads pass by default"
+    );
+    let limited = base.replace(
+        "cluster = \"web\"\n\n[[cluster]]",
+        "cluster = \"web\"\nheader_bytes_max = 8192\n\n[[cluster]]",
+    );
+    assert_ne!(limited, base);
+    std::fs::write(&path, limited)?;
+    gateway.reload().await?;
+    assert_eq!(
+        gateway.listener_addr("web").await,
+        Some(web),
+        "the socket is kept"
+    );
+    let answer = exchange(big).await?;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    gateway.shutdown().await;
+    Ok(())
+}
