@@ -711,6 +711,20 @@ on = ["connect-failure", "reset", "timeout"]
     }
 
     #[test]
+    fn full_example_parses() {
+        let text = include_str!("../gateway.example.toml");
+        let config =
+            Config::parse(Path::new("gateway.example.toml"), text).expect("the example is valid");
+        assert_eq!(config.listeners.len(), 2);
+        assert_eq!(config.clusters.len(), 3);
+        assert_eq!(config.clusters[0].balance, BalanceKind::WeightedRoundRobin);
+        assert_eq!(
+            config.clusters[0].retry.as_ref().expect("retry").on.len(),
+            6
+        );
+    }
+
+    #[test]
     fn hash_keys_parse() {
         assert_eq!(HashKey::parse("source_ip"), Some(HashKey::SourceIp));
         assert_eq!(
