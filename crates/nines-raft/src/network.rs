@@ -25,6 +25,10 @@ use crate::types::{MemberNode, NodeId, TypeConfig};
 
 /// Largest peer message accepted or sent (a batch of entries or a snapshot chunk).
 pub const PEER_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// HTTP/2 flow-control window of peer streams: an AppendEntries with many
+/// batched entries is large, and the 64 KiB default would make it wait for a
+/// window update per 64 KiB, one round trip each.
+pub const PEER_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
 /// How long a connection attempt to a peer may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
@@ -108,6 +112,8 @@ impl PeerPool {
                     })?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
+                    .initial_stream_window_size(Some(PEER_WINDOW_BYTES))
+                    .initial_connection_window_size(Some(PEER_WINDOW_BYTES * 2))
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5));
                 let ch = ep.connect_lazy();

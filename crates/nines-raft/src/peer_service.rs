@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::membership::MembershipRequest;
-use crate::network::PEER_MESSAGE_BYTES_MAX;
+use crate::network::{PEER_MESSAGE_BYTES_MAX, PEER_WINDOW_BYTES};
 use crate::node::{Core, WriteError};
 use crate::pb::peer_server::{Peer, PeerServer};
 use crate::pb::Envelope;
@@ -32,6 +32,8 @@ pub(crate) fn spawn(core: Arc<Core>, listener: tokio::net::TcpListener) {
     tokio::spawn(async move {
         let res = tonic::transport::Server::builder()
             .tcp_nodelay(true)
+            .initial_stream_window_size(PEER_WINDOW_BYTES)
+            .initial_connection_window_size(PEER_WINDOW_BYTES * 2)
             .add_service(svc)
             // Accepted sockets do not inherit the builder's nodelay: set it on
             // the incoming stream, or small answers wait for delayed ACKs.
