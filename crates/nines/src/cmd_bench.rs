@@ -13,6 +13,7 @@ mod report;
 #[cfg(test)]
 mod tests;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// Load etcd's v3 KV API (nines or etcd) and report throughput and latency.
     Kv(Box<KvBenchArgs>),
+    /// Write throughput while many watchers follow one prefix (fan-out).
+    Watch(watch::WatchBenchArgs),
 }
 
 /// Arguments of `nines bench kv`.
@@ -151,7 +154,22 @@ pub enum OutputFormat {
 
 /// Runs `nines bench` on its own tokio runtime.
 pub fn run(args: BenchArgs, endpoints: &[String]) -> anyhow::Result<()> {
-    let BenchTarget::Kv(args) = args.target;
+    let args = match args.target {
+        BenchTarget::Kv(args) => args,
+        BenchTarget::Watch(args) => {
+            ensure!(!endpoints.is_empty(), "no --endpoints given");
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("building the client runtime")?;
+            let result = runtime
+                .block_on(watch::run(&args, endpoints))
+                .and_then(|r| watch::print(&r, args.write_out == "json"));
+            runtime.shutdown_timeout(Duration::from_secs(1));
+            return result;
+        }
+    };
     ensure!(!endpoints.is_empty(), "no --endpoints given");
     let threads = match args.threads {
         Some(threads) => threads,
