@@ -23,8 +23,10 @@ struct TestCli {
 
 fn try_kv_args(flags: &[&str]) -> Result<KvBenchArgs, clap::Error> {
     let argv = ["nines-bench", "kv"].iter().chain(flags).copied();
-    let BenchTarget::Kv(args) = TestCli::try_parse_from(argv)?.bench.target;
-    Ok(*args)
+    match TestCli::try_parse_from(argv)?.bench.target {
+        BenchTarget::Kv(args) => Ok(*args),
+        BenchTarget::Watch(_) => unreachable!("parsed `kv` as another subcommand"),
+    }
 }
 
 fn kv_args(flags: &[&str]) -> KvBenchArgs {
