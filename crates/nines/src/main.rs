@@ -9,6 +9,7 @@ mod cmd_kv;
 mod cmd_member;
 mod cmd_playground;
 mod cmd_server;
+mod cmd_snapshot;
 mod cmd_status;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +52,8 @@ enum Command {
     Elect(cmd_coord::ElectArgs),
     /// Run a command only while this process wins an election (failover).
     Run(cmd_coord::RunArgs),
+    /// Save a member's snapshot, or restore one into a new member's data dir.
+    Snapshot(cmd_snapshot::SnapshotArgs),
     /// Run the load-balancing gateway.
     Gateway(cmd_gateway::GatewayArgs),
     /// Run a small HTTP backend for demos and tests.
@@ -115,6 +118,7 @@ fn run() -> anyhow::Result<()> {
         Command::Lock(args) => cmd_coord::run_lock(args, &endpoints),
         Command::Elect(args) => cmd_coord::run_elect(args, &endpoints),
         Command::Run(args) => cmd_coord::run_elected(args, &endpoints),
+        Command::Snapshot(args) => cmd_snapshot::run(args, &endpoints),
         Command::Gateway(args) => cmd_gateway::run_gateway(args),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
         Command::Chaos(args) => cmd_chaos::run(*args),

@@ -9,5 +9,6 @@ mod kv_client;
 mod partition;
 mod playground;
 mod run_elect;
+mod snapshot;
 mod support;
 mod watch_lease;
