@@ -1,6 +1,7 @@
 //! The `nines` binary: command-line parsing and wiring only. Each subcommand
 //! lives in its own `cmd_*` module; the work is done by the library crates.
 
+mod cmd_avail;
 mod cmd_bench;
 mod cmd_chaos;
 mod cmd_coord;
@@ -54,6 +55,8 @@ enum Command {
     Run(cmd_coord::RunArgs),
     /// Save a member's snapshot, or restore one into a new member's data dir.
     Snapshot(cmd_snapshot::SnapshotArgs),
+    /// Availability calculator for designs: series, parallel, k-of-n.
+    Avail(cmd_avail::AvailArgs),
     /// Run the load-balancing gateway.
     Gateway(cmd_gateway::GatewayArgs),
     /// Run a small HTTP backend for demos and tests.
@@ -119,6 +122,7 @@ fn run() -> anyhow::Result<()> {
         Command::Elect(args) => cmd_coord::run_elect(args, &endpoints),
         Command::Run(args) => cmd_coord::run_elected(args, &endpoints),
         Command::Snapshot(args) => cmd_snapshot::run(args, &endpoints),
+        Command::Avail(args) => cmd_avail::run(args),
         Command::Gateway(args) => cmd_gateway::run_gateway(args),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
         Command::Chaos(args) => cmd_chaos::run(*args),
