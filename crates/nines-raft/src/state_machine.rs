@@ -211,6 +211,15 @@ pub fn restore_exported_snapshot(
 }
 
 fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(SnapshotMeta, Store, usize), String> {
+    let (meta, header_end) = decode_header(bytes)?;
+    let mut rest = Cursor::new(&bytes[header_end..]);
+    let store = Store::read_snapshot(&mut rest).map_err(|e: StoreError| e.to_string())?;
+    Ok((meta, store, header_end + rest.position() as usize))
+}
+
+/// The snapshot meta of a snapshot file and where its store part starts;
+/// checks the header's own checksum only (the store is checked on load).
+fn decode_header(bytes: &[u8]) -> Result<(SnapshotMeta, usize), String> {
     if bytes.len() < 8 {
         return Err("shorter than its header".into());
     }
@@ -222,9 +231,7 @@ fn decode_snapshot_prefix(bytes: &[u8]) -> Result<(SnapshotMeta, Store, usize), 
     }
     let header: SnapshotHeader =
         bincode::deserialize(header).map_err(|e| format!("undecodable header: {e}"))?;
-    let mut rest = Cursor::new(&bytes[8 + len..]);
-    let store = Store::read_snapshot(&mut rest).map_err(|e: StoreError| e.to_string())?;
-    Ok((header.meta, store, 8 + len + rest.position() as usize))
+    Ok((header.meta, 8 + len))
 }
 
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
@@ -425,7 +432,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             StorageError::from_io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
         })?;
         let Some(bytes) = bytes else { return Ok(None) };
-        let (meta, _) = decode_snapshot(&bytes).map_err(|reason| {
+        // Only the meta is needed here: decoding the whole store would cost
+        // seconds on a large one, and the receiver verifies it on install.
+        let (meta, _) = decode_header(&bytes).map_err(|reason| {
             StorageError::from_io_error(
                 ErrorSubject::Snapshot(None),
                 ErrorVerb::Read,
