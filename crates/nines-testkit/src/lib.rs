@@ -359,3 +359,77 @@ pub async fn http_request(
         .ok()
         .flatten()
 }
+
+/// A single-member real etcd (Debian's `etcd`) on free loopback ports, for
+/// side-by-side checks; killed on drop.
+pub struct Etcd {
+    child: Child,
+    /// Client address, host:port.
+    pub endpoint: String,
+    /// Peer URL.
+    pub peer_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts member `name` and waits until `etcdctl endpoint health` passes.
+    pub fn start(name: &str) -> anyhow::Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let ports = free_ports(2)?;
+        let client = format!("http://127.0.0.1:{}", ports[0]);
+        let peer = format!("http://127.0.0.1:{}", ports[1]);
+        let child = Command::new("etcd")
+            .args(["--name", name])
+            .arg("--data-dir")
+            .arg(dir.path().join(name))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("{name}={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("etcd runs (install it with scripts/install-test-deps.sh)")?;
+        let mut etcd = Etcd {
+            child,
+            endpoint: format!("127.0.0.1:{}", ports[0]),
+            peer_url: peer,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let healthy = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", etcd.endpoint))
+                .args(["endpoint", "health"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if healthy {
+                return Ok(etcd);
+            }
+            if Instant::now() > deadline {
+                let _ = etcd.child.kill();
+                bail!("etcd did not become healthy within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -15,56 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
+use nines_testkit::Etcd;
 use support::{client, cluster, etcdctl, exe, Out};
-
-/// A single-member etcd named `n1` on free loopback ports, killed on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    peer_url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = nines_testkit::free_ports(2).expect("ports");
-        let client = format!("http://127.0.0.1:{}", ports[0]);
-        let peer = format!("http://127.0.0.1:{}", ports[1]);
-        let child = Command::new("etcd")
-            .args(["--name", "n1"])
-            .arg("--data-dir")
-            .arg(dir.path().join("n1"))
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &format!("n1={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (install it with scripts/install-test-deps.sh)");
-        let endpoint = format!("127.0.0.1:{}", ports[0]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while etcdctl(&endpoint, &["endpoint", "health"], None).code != 0 {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Etcd {
-            child,
-            endpoint,
-            peer_url: peer,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Masks what differs between two clusters by nature: member and cluster
 /// ids (hex and decimal), raft terms and indexes, ports, the temp dir, and
@@ -240,7 +192,7 @@ async fn etcdctl_member_and_snapshot_commands_match_real_etcd() {
     let dir_s = dir.path().display().to_string();
     let nines_snap = format!("{dir_s}/nines.db");
     let nines = member_sequence(&c.members[0].client, &c.peer_url(0), &nines_snap);
-    let etcd = Etcd::start();
+    let etcd = Etcd::start("n1").expect("etcd");
     let etcd_snap = format!("{dir_s}/etcd.db");
     let reference = member_sequence(&etcd.endpoint, &etcd.peer_url, &etcd_snap);
 
@@ -643,7 +595,7 @@ async fn member_add_with_bad_url_changes_nothing() {
     let c = cluster(3, &[]).await;
     let eps = c.endpoints();
     let before = members_json(&eps);
-    let etcd = Etcd::start();
+    let etcd = Etcd::start("n1").expect("etcd");
     let mut etcd_cluster = client(std::slice::from_ref(&etcd.endpoint))
         .await
         .cluster_client();

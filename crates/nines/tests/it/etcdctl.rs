@@ -2,65 +2,12 @@
 //! with a real etcd running the same command sequence: outputs must match
 //! once member ids, cluster ids and raft terms are masked.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nines_testkit::Etcd;
+
 use crate::support::{cluster, etcdctl, Out};
-
-/// A single-member etcd on free loopback ports, killed on drop.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Etcd {
-    fn start() -> Etcd {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ports = nines_testkit::free_ports(2).expect("ports");
-        let client = format!("http://127.0.0.1:{}", ports[0]);
-        let peer = format!("http://127.0.0.1:{}", ports[1]);
-        let child = Command::new("etcd")
-            .args(["--name", "e1"])
-            .arg("--data-dir")
-            .arg(dir.path().join("e1"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("e1={peer}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd runs (install it with scripts/install-test-deps.sh)");
-        let endpoint = format!("127.0.0.1:{}", ports[0]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while etcdctl(&endpoint, &["endpoint", "health"], None).code != 0 {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Etcd {
-            child,
-            endpoint,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Masks what legitimately differs between two clusters: ids, terms, timings.
 fn normalize(s: &str) -> String {
@@ -144,7 +91,7 @@ async fn etcdctl_kv_commands_match_real_etcd() {
     let c = cluster(3, &[]).await;
     let nines_eps = c.endpoints().join(",");
     let nines = run_all(&nines_eps);
-    let etcd = Etcd::start();
+    let etcd = Etcd::start("e1").expect("etcd");
     let reference = run_all(&etcd.endpoint);
     for (i, ((args, _), (n, e))) in sequence()
         .iter()
