@@ -73,14 +73,16 @@ impl LeaseService {
     fn sync_clock(&self) -> bool {
         let st = self.node.status();
         let leader_term = (st.state == ServerState::Leader).then_some(st.term);
-        let leases = self.node.store().leases();
-        let mut clock = self.clock.lock().expect("lease clock");
         let Some(term) = leader_term else {
+            let mut clock = self.clock.lock().expect("lease clock");
             clock.term = 0;
             clock.deadlines.clear();
             clock.revoking.clear();
             return false;
         };
+        // Followers skip this: only the leader keeps time.
+        let leases = self.node.store().leases();
+        let mut clock = self.clock.lock().expect("lease clock");
         let now = Instant::now();
         if clock.term != term {
             clock.term = term;
