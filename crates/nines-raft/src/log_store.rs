@@ -141,6 +141,11 @@ impl LogStore {
         })
     }
 
+    /// The vote on disk.
+    pub fn saved_vote(&self) -> Option<Vote> {
+        self.mem().vote
+    }
+
     fn mem(&self) -> std::sync::MutexGuard<'_, MemLog> {
         self.shared.mem.lock().expect("log mutex poisoned")
     }

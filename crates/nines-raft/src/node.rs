@@ -179,6 +179,12 @@ pub(crate) struct Core {
     pub(crate) faults: Arc<Faults>,
     proposals: mpsc::Sender<Proposal>,
     reads: Mutex<ReadRound>,
+    /// A member that was leader before a crash comes back as leader of the
+    /// same term (term, last log index on disk at start). The commit index
+    /// it knows then may lag (it is only a hint on disk), but everything it
+    /// had committed lies within its log: while it leads that term, a read
+    /// index never goes below that last index.
+    restored_leadership: Option<(u64, u64)>,
     pub(crate) request_timeout: Duration,
     stale_reads: bool,
     client_urls: Vec<String>,
@@ -230,6 +236,10 @@ impl RaftNode {
             .lazy_fsync
             .store(cfg.unsafe_lazy_fsync, Ordering::Relaxed);
         let log = LogStore::open(&raft_dir, faults.log.clone())?;
+        let restored_leadership = log
+            .saved_vote()
+            .filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(id))
+            .map(|v| (v.leader_id().get_term(), log.last_index()));
         let sm = StateMachine::open(&cfg.data_dir)?;
         let sm_shared = sm.shared.clone();
         let config = Config {
@@ -270,6 +280,7 @@ impl RaftNode {
             faults,
             proposals: proposals_tx,
             reads: Mutex::new(ReadRound::default()),
+            restored_leadership,
             request_timeout: cfg.request_timeout,
             stale_reads: cfg.unsafe_stale_reads,
             client_urls: cfg.client_urls.clone(),
@@ -563,7 +574,15 @@ impl Core {
                 .await
             {
                 Err(_) => Err(WriteError::Timeout),
-                Ok(Ok((read, _applied))) => Ok(read.map(|l| l.index).unwrap_or(0)),
+                Ok(Ok((read, _applied))) => {
+                    let mut index = read.map(|l| l.index).unwrap_or(0);
+                    if let Some((term, last)) = self.restored_leadership {
+                        if self.raft.metrics().borrow().current_term == term {
+                            index = index.max(last);
+                        }
+                    }
+                    Ok(index)
+                }
                 Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
                     Err(WriteError::LeaderChanged)
                 }

@@ -221,3 +221,82 @@ async fn restarted_member_catches_up_by_snapshot_after_purge() {
     let log = std::fs::read_to_string(c.log_path(follower)).unwrap_or_default();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// A leader killed and restarted before anyone else campaigns comes back as
+/// leader of the same term, with its state machine from the last snapshot
+/// and, at worst, no commit index on disk. Its linearizable reads must
+/// still see every write it acknowledged before the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_leader_serves_no_stale_read() {
+    // A long election timeout keeps the followers from campaigning while
+    // the leader is down, so it returns as leader.
+    let mut c = cluster(3, &["--snapshot-count", "40", "--election-timeout", "4000"]).await;
+    let leader = c
+        .wait_agreed_leader(Duration::from_secs(30))
+        .await
+        .expect("leader");
+    let ep = c.endpoints()[leader].clone();
+    let mut cl = client(std::slice::from_ref(&ep)).await;
+    cl.put("register", "old", None).await.expect("put old");
+    // Enough entries for a snapshot holding "old", and few enough after it
+    // that no later snapshot holds "new".
+    for i in 0..50 {
+        cl.put(format!("filler/{i:03}"), "x", None)
+            .await
+            .expect("put filler");
+    }
+    let snap = c.data_dir(leader).join("snap/current.snap");
+    assert!(snap.exists(), "the leader took a snapshot");
+    cl.put("register", "new", None).await.expect("put new");
+    let term_before = c.cluster_view(leader).await.expect("view")["term"].clone();
+
+    // The followers stop while the leader is down, so the restarted
+    // leader's first read and its first replication race from the start.
+    let followers: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    for &f in &followers {
+        c.pause(f, true);
+    }
+    c.kill(leader);
+    // The commit index on disk is only a hint; lose it.
+    let _ = std::fs::remove_file(c.data_dir(leader).join("raft/committed"));
+    c.restart(leader).expect("restart");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&ep).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "member did not listen"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Reads fail (no quorum) until the followers continue; the first one to
+    // succeed races the restarted leader's first replication round.
+    let read = tokio::spawn(async move {
+        let mut cl = client(std::slice::from_ref(&ep)).await;
+        for _ in 0..2000 {
+            if let Ok(resp) = cl.get("register", None).await {
+                return Some(resp);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for &f in &followers {
+        c.pause(f, false);
+    }
+    let resp = read
+        .await
+        .expect("read task")
+        .expect("a linearizable get succeeds once the followers continue");
+    let value = resp
+        .kvs()
+        .first()
+        .map(|kv| kv.value_str().unwrap_or("").to_string());
+    assert_eq!(value.as_deref(), Some("new"), "stale read after restart");
+
+    let view = c.cluster_view(leader).await.expect("view");
+    assert_eq!(
+        view["term"], term_before,
+        "the test needs the leader to return in the same term: {view}"
+    );
+}
