@@ -9,6 +9,7 @@ pub mod membership;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod transfer;
 pub mod types;
 
 mod identity;
@@ -24,6 +25,7 @@ pub use membership::{ChangeOutcome, MemberChange, MemberInfo, MembershipError};
 pub use node::{ClusterState, NodeConfig, NodeStatus, RaftNode, StartError, Timing, WriteError};
 pub use openraft::ServerState;
 pub use state_machine::AppliedEvents;
+pub use transfer::TransferError;
 pub use types::*;
 
 /// The id a member is known by: FNV-1a over its name and first peer URL, so

@@ -142,6 +142,11 @@ pub(crate) enum MembershipRequest {
     Change(MemberChange),
     /// The leader tells the receiver it was removed.
     Removed,
+    /// The leader hands leadership over: campaign now (if still in `term`).
+    Campaign {
+        /// The leader's term when it asked.
+        term: u64,
+    },
 }
 
 /// The answer to a [`MembershipRequest`].
@@ -153,6 +158,8 @@ pub(crate) enum MembershipReply {
     Change(ChangeOutcome),
     /// For `Removed`.
     Removed,
+    /// For `Campaign`: the campaign started.
+    Campaign,
 }
 
 /// Per-member membership state kept in the member's core.
@@ -277,6 +284,13 @@ pub(crate) async fn serve(
             change_on_leader(core, change)
                 .await
                 .map(MembershipReply::Change)
+        }
+        MembershipRequest::Campaign { term } => {
+            if crate::transfer::campaign(core, term).await {
+                Ok(MembershipReply::Campaign)
+            } else {
+                Err(WriteError::LeaderChanged.into())
+            }
         }
         MembershipRequest::Removed => {
             // Only a member that is no longer in the committed membership of

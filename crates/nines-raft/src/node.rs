@@ -185,6 +185,14 @@ pub(crate) struct Core {
     /// had committed lies within its log: while it leads that term, a read
     /// index never goes below that last index.
     restored_leadership: Option<(u64, u64)>,
+    /// Raft timing, for the leadership transfer's waits.
+    pub(crate) timing: Timing,
+    /// While true (a leadership transfer runs), no batch is proposed and no
+    /// read round starts here: either would refresh the followers' leader
+    /// lease and make them refuse the transferee's vote.
+    pub(crate) paused: watch::Sender<bool>,
+    /// One leadership transfer at a time.
+    pub(crate) transfer: tokio::sync::Mutex<()>,
     pub(crate) request_timeout: Duration,
     stale_reads: bool,
     client_urls: Vec<String>,
@@ -281,6 +289,9 @@ impl RaftNode {
             proposals: proposals_tx,
             reads: Mutex::new(ReadRound::default()),
             restored_leadership,
+            timing: cfg.timing,
+            paused: watch::Sender::new(false),
+            transfer: tokio::sync::Mutex::new(()),
             request_timeout: cfg.request_timeout,
             stale_reads: cfg.unsafe_stale_reads,
             client_urls: cfg.client_urls.clone(),
@@ -570,6 +581,7 @@ impl Core {
                 }
                 std::mem::take(&mut r.waiting)
             };
+            self.wait_unpaused().await;
             let res = match tokio::time::timeout(self.request_timeout, self.raft.get_read_log_id())
                 .await
             {
@@ -649,6 +661,17 @@ impl Core {
         }
     }
 
+    /// Returns at once unless a leadership transfer runs; then when it ends.
+    async fn wait_unpaused(&self) {
+        if !*self.paused.borrow() {
+            return;
+        }
+        let mut rx = self.paused.subscribe();
+        // The transfer always clears the flag (a guard does), and it is
+        // bounded by the request timeout.
+        let _ = rx.wait_for(|paused| !*paused).await;
+    }
+
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
     }
@@ -659,6 +682,7 @@ impl Core {
 async fn run_proposer(core: Arc<Core>, mut rx: mpsc::Receiver<Proposal>) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = rx.recv().await {
+        core.wait_unpaused().await;
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };

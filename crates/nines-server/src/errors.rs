@@ -1,7 +1,7 @@
 //! The one place where domain errors become gRPC statuses, with the codes and
 //! messages etcd clients match on (their retry logic depends on them).
 
-use nines_raft::{ApplyError, ApplyErrorKind, WriteError};
+use nines_raft::{ApplyError, ApplyErrorKind, TransferError, WriteError};
 use nines_store::StoreError;
 use tonic::{Code, Status};
 
@@ -40,4 +40,15 @@ pub fn apply(e: &ApplyError) -> Status {
 /// etcd clients retry on another endpoint.
 pub fn write(e: &WriteError) -> Status {
     Status::unavailable(e.to_string())
+}
+
+/// A leader move that did not happen, with etcd's codes (`FailedPrecondition`
+/// for not-leader and a bad transferee, `DeadlineExceeded` for a timeout).
+pub fn transfer(e: &TransferError) -> Status {
+    let code = match e {
+        TransferError::NotLeader | TransferError::BadTransferee => Code::FailedPrecondition,
+        TransferError::Timeout => Code::DeadlineExceeded,
+        TransferError::Stopped => Code::Unavailable,
+    };
+    Status::new(code, e.to_string())
 }

@@ -1,7 +1,7 @@
 //! `etcdserverpb.Maintenance`: Status, Hash, HashKV, Alarm (list),
 //! Defragment, and Snapshot, which streams the member's applied state as a
 //! nines snapshot file (padded and followed by its SHA-256, the shape
-//! etcdctl checks). Leader moves are refused with `Unimplemented`.
+//! etcdctl checks), and MoveLeader (on the leader, as etcd requires).
 
 use std::pin::Pin;
 
@@ -181,8 +181,15 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _req: Request<pb::MoveLeaderRequest>,
+        req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(not_yet("Maintenance.MoveLeader"))
+        let target = req.into_inner().target_id;
+        self.node
+            .transfer_leadership(target)
+            .await
+            .map_err(|e| errors::transfer(&e))?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: Some(self.header()),
+        }))
     }
 }

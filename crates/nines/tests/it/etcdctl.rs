@@ -266,3 +266,64 @@ async fn etcdctl_alarm_defrag_and_hashkv_work() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The leader and member ids of a cluster, from `endpoint status`.
+fn leader_and_members(eps: &str) -> (u64, Vec<u64>) {
+    let status = etcdctl(eps, &["endpoint", "status", "-w", "json"], None);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("json status");
+    let rows = v.as_array().expect("array");
+    let leader = rows[0]["Status"]["leader"].as_u64().expect("leader");
+    let members = rows
+        .iter()
+        .map(|r| r["Status"]["header"]["member_id"].as_u64().expect("id"))
+        .collect();
+    (leader, members)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_move_leader_works_and_refuses_a_bad_transferee() {
+    let c = cluster(3, &[]).await;
+    let eps = c.endpoints().join(",");
+    etcdctl(&eps, &["put", "before", "1"], None);
+    let (leader, members) = leader_and_members(&eps);
+    let target = *members.iter().find(|&&m| m != leader).expect("a follower");
+    let moved = etcdctl(&eps, &["move-leader", &format!("{target:x}")], None);
+    assert_eq!(moved.code, 0, "{}", moved.stderr);
+    assert_eq!(
+        moved.stdout.trim(),
+        format!("Leadership transferred from {leader:x} to {target:x}")
+    );
+    // Every member names the new leader, and it serves writes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = etcdctl(&eps, &["endpoint", "status", "-w", "json"], None);
+        let v: serde_json::Value = serde_json::from_str(&status.stdout).unwrap_or_default();
+        let leaders: std::collections::BTreeSet<u64> = v
+            .as_array()
+            .map(|rows| {
+                rows.iter()
+                    .filter_map(|r| r["Status"]["leader"].as_u64())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if leaders.len() == 1 && leaders.contains(&target) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "members name {leaders:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let put = etcdctl(&eps, &["put", "after", "2"], None);
+    assert_eq!((put.code, put.stdout.trim()), (0, "OK"), "{}", put.stderr);
+    let get = etcdctl(&eps, &["get", "before", "--print-value-only"], None);
+    assert_eq!(get.stdout.trim(), "1");
+
+    // An unknown transferee: the same error as etcd's, nothing moves.
+    let bogus = "abcdef12345";
+    let refused = etcdctl(&eps, &["move-leader", bogus], None);
+    let etcd = Etcd::start("e1").expect("etcd");
+    let reference = etcdctl(&etcd.endpoint, &["move-leader", bogus], None);
+    assert_eq!(refused.code, reference.code, "{}", refused.stderr);
+    assert_eq!(error_lines(&refused.stderr), error_lines(&reference.stderr));
+    assert_eq!(leader_and_members(&eps).0, target);
+}
