@@ -2,6 +2,7 @@
 //! lives in its own `cmd_*` module; the work is done by the library crates.
 
 mod cmd_avail;
+mod cmd_backup;
 mod cmd_bench;
 mod cmd_chaos;
 mod cmd_coord;
@@ -65,6 +66,8 @@ enum Command {
     Chaos(Box<cmd_chaos::ChaosArgs>),
     /// Load generators.
     Bench(cmd_bench::BenchArgs),
+    /// Backups: create (full, diff, incr), list, verify, restore, prune.
+    Backup(cmd_backup::BackupArgs),
 }
 
 /// Logs to stderr; `NINES_LOG` (e.g. `debug`, `nines_raft=debug`) sets the filter.
@@ -127,5 +130,6 @@ fn run() -> anyhow::Result<()> {
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
         Command::Chaos(args) => cmd_chaos::run(*args),
         Command::Bench(args) => cmd_bench::run(args, &endpoints),
+        Command::Backup(args) => cmd_backup::run(args, &endpoints),
     }
 }
