@@ -4,12 +4,14 @@
 
 pub mod cluster;
 pub mod convert;
+pub mod dashboard;
 pub mod errors;
 pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod metrics;
 pub mod watch;
 
 use std::future::Future;
@@ -148,9 +150,12 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     let lease = lease::LeaseService::new(node.clone());
     let recipes = lock::RecipeService::new(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = metrics::Metrics::new(node.clone());
+    let leader_task = tokio::spawn(metrics.clone().track_leader_changes(stop_rx.clone()));
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        .layer(metrics.grpc_layer())
         .add_service(kv)
         .add_service(WatchServer::new(watch))
         .add_service(LeaseServer::new(lease))
@@ -168,7 +173,9 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
         );
     let grpc_task = tokio::spawn(grpc);
     let mut http_stop = stop_rx;
-    let http_app = http::router(node.clone(), cfg.fault_injection);
+    let http_app = http::router(node.clone(), cfg.fault_injection)
+        .merge(metrics.routes())
+        .merge(dashboard::routes(node.clone()));
     let http_task = tokio::spawn(async move {
         axum::serve(http_listener, http_app)
             .with_graceful_shutdown(async move {
@@ -186,5 +193,6 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     node.shutdown().await;
     let _ = grpc_task.await;
     let _ = http_task.await;
+    let _ = leader_task.await;
     result
 }
