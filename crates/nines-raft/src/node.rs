@@ -97,6 +97,8 @@ pub struct NodeConfig {
     pub unsafe_stale_reads: bool,
     /// Planted bug for chaos runs: acknowledge log appends before fsync.
     pub unsafe_lazy_fsync: bool,
+    /// Space quota of the store in bytes (etcd's `--quota-backend-bytes`).
+    pub quota_bytes: u64,
 }
 
 /// Why a member could not start.
@@ -193,6 +195,7 @@ pub(crate) struct Core {
     pub(crate) paused: watch::Sender<bool>,
     /// One leadership transfer at a time.
     pub(crate) transfer: tokio::sync::Mutex<()>,
+    quota_bytes: u64,
     pub(crate) request_timeout: Duration,
     stale_reads: bool,
     client_urls: Vec<String>,
@@ -292,6 +295,7 @@ impl RaftNode {
             timing: cfg.timing,
             paused: watch::Sender::new(false),
             transfer: tokio::sync::Mutex::new(()),
+            quota_bytes: cfg.quota_bytes,
             request_timeout: cfg.request_timeout,
             stale_reads: cfg.unsafe_stale_reads,
             client_urls: cfg.client_urls.clone(),
@@ -334,6 +338,11 @@ impl RaftNode {
     /// The cluster's id.
     pub fn cluster_id(&self) -> u64 {
         self.core.cluster_id
+    }
+
+    /// The store's space quota in bytes.
+    pub fn quota_bytes(&self) -> u64 {
+        self.core.quota_bytes
     }
 
     /// The store, for reads. Hold the guard briefly and never across `.await`.

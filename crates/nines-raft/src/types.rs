@@ -56,6 +56,8 @@ pub enum ApplyErrorKind {
     LeaseExists,
     /// Any other refusal of a malformed or impossible request.
     InvalidArgument,
+    /// The NOSPACE alarm is raised.
+    NoSpace,
 }
 
 /// A store refusal as it travels in a [`BatchResult`]: the kind and etcd's message.
@@ -75,6 +77,7 @@ impl From<&StoreError> for ApplyError {
             StoreError::FutureRevision { .. } => ApplyErrorKind::FutureRevision,
             StoreError::LeaseNotFound { .. } => ApplyErrorKind::LeaseNotFound,
             StoreError::LeaseExists { .. } => ApplyErrorKind::LeaseExists,
+            StoreError::NoSpace => ApplyErrorKind::NoSpace,
             _ => ApplyErrorKind::InvalidArgument,
         };
         ApplyError {

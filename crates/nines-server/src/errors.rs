@@ -32,6 +32,7 @@ pub fn apply(e: &ApplyError) -> Status {
         ApplyErrorKind::LeaseNotFound => Code::NotFound,
         ApplyErrorKind::LeaseExists => Code::FailedPrecondition,
         ApplyErrorKind::InvalidArgument => Code::InvalidArgument,
+        ApplyErrorKind::NoSpace => Code::ResourceExhausted,
     };
     Status::new(code, e.message.clone())
 }
@@ -51,4 +52,9 @@ pub fn transfer(e: &TransferError) -> Status {
         TransferError::Stopped => Code::Unavailable,
     };
     Status::new(code, e.to_string())
+}
+
+/// etcd's "database space exceeded" (the NOSPACE alarm is raised).
+pub fn no_space() -> Status {
+    Status::resource_exhausted("etcdserver: mvcc: database space exceeded")
 }

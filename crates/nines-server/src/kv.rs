@@ -85,9 +85,9 @@ impl Kv for KvService {
         if req.key.is_empty() {
             return Err(errors::empty_key());
         }
-        let (resp, header) = self
-            .propose(Command::Put(convert::put_from_pb(req)))
-            .await?;
+        let cmd = Command::Put(convert::put_from_pb(req));
+        crate::quota::check(&self.node, &cmd).await?;
+        let (resp, header) = self.propose(cmd).await?;
         let CommandResponse::Put(p) = resp else {
             return Err(Status::internal("put answered with another response"));
         };
@@ -136,7 +136,9 @@ impl Kv for KvService {
             drop(store);
             return Ok(Response::new(convert::txn_to_pb(res, &header)));
         }
-        let (resp, header) = self.propose(Command::Txn(txn)).await?;
+        let cmd = Command::Txn(txn);
+        crate::quota::check(&self.node, &cmd).await?;
+        let (resp, header) = self.propose(cmd).await?;
         let CommandResponse::Txn(t) = resp else {
             return Err(Status::internal("txn answered with another response"));
         };

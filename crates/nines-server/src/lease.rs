@@ -241,9 +241,11 @@ impl Lease for LeaseService {
             (((self.node.id() & 0xffff) << 47) | (r >> 17)) as i64 & i64::MAX
         }
         .max(1);
+        let cmd = Command::LeaseGrant { id, ttl_secs: ttl };
+        crate::quota::check(&self.node, &cmd).await?;
         let outcome = self
             .node
-            .write(Command::LeaseGrant { id, ttl_secs: ttl })
+            .write(cmd)
             .await
             .map_err(|e| errors::write(&e))?;
         let header = pb::ResponseHeader {

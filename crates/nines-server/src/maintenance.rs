@@ -7,6 +7,7 @@ use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
 use nines_raft::RaftNode;
+use nines_store::{AlarmAction, AlarmKind, AlarmMember, Command, CommandResponse};
 use tonic::{Request, Response, Status};
 
 use crate::errors;
@@ -48,10 +49,6 @@ impl MaintenanceService {
     }
 }
 
-pub(crate) fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not supported by this nines version"))
-}
-
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -61,18 +58,46 @@ impl Maintenance for MaintenanceService {
         req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
         let req = req.into_inner();
-        match pb::alarm_request::AlarmAction::try_from(req.action) {
-            // No alarm is ever raised by this version (no quota yet), so the
-            // list is truthfully empty and disarming is a no-op.
-            Ok(pb::alarm_request::AlarmAction::Get)
-            | Ok(pb::alarm_request::AlarmAction::Deactivate) => {
-                Ok(Response::new(pb::AlarmResponse {
+        let action = match pb::alarm_request::AlarmAction::try_from(req.action) {
+            Ok(pb::alarm_request::AlarmAction::Get) => {
+                let alarms = self.node.store().alarms();
+                return Ok(Response::new(pb::AlarmResponse {
+                    header: Some(self.header()),
+                    alarms: alarms.iter().map(alarm_to_pb).collect(),
+                }));
+            }
+            Ok(pb::alarm_request::AlarmAction::Activate) => AlarmAction::Activate,
+            Ok(pb::alarm_request::AlarmAction::Deactivate) => AlarmAction::Deactivate,
+            Err(_) => return Err(Status::invalid_argument("etcdserver: unknown alarm action")),
+        };
+        let kind = match pb::AlarmType::try_from(req.alarm) {
+            Ok(pb::AlarmType::Nospace) => AlarmKind::NoSpace,
+            Ok(pb::AlarmType::Corrupt) => AlarmKind::Corrupt,
+            // etcd answers an alarm of type NONE with nothing changed.
+            _ => {
+                return Ok(Response::new(pb::AlarmResponse {
                     header: Some(self.header()),
                     alarms: Vec::new(),
                 }))
             }
-            _ => Err(not_yet("raising alarms by request")),
-        }
+        };
+        let alarm = AlarmMember {
+            member_id: req.member_id,
+            kind,
+        };
+        let outcome = self
+            .node
+            .write(Command::Alarm { action, alarm })
+            .await
+            .map_err(|e| errors::write(&e))?;
+        let changed = match outcome.result.map_err(|e| errors::apply(&e))? {
+            CommandResponse::Alarm(changed) => changed,
+            _ => return Err(Status::internal("alarm answered with another response")),
+        };
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(crate::header(&self.node, outcome.revision)),
+            alarms: changed.iter().map(alarm_to_pb).collect(),
+        }))
     }
 
     async fn status(
@@ -80,9 +105,17 @@ impl Maintenance for MaintenanceService {
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let st = self.node.status();
-        let (revision, db_size) = {
+        let (revision, db_size, errors) = {
             let store = self.node.store();
-            (store.revision(), store.approx_size_bytes() as i64)
+            let errors = store
+                .alarms()
+                .iter()
+                .map(|a| {
+                    let kind = alarm_to_pb(a).alarm().as_str_name();
+                    format!("memberID:{} alarm:{kind} ", a.member_id)
+                })
+                .collect();
+            (store.revision(), store.approx_size_bytes() as i64, errors)
         };
         let is_learner = st
             .members
@@ -101,7 +134,7 @@ impl Maintenance for MaintenanceService {
             raft_index: st.last_log_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
-            errors: Vec::new(),
+            errors,
             db_size_in_use: db_size,
             is_learner,
         }))
@@ -191,5 +224,15 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(pb::MoveLeaderResponse {
             header: Some(self.header()),
         }))
+    }
+}
+
+fn alarm_to_pb(a: &AlarmMember) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id: a.member_id,
+        alarm: match a.kind {
+            AlarmKind::NoSpace => pb::AlarmType::Nospace,
+            AlarmKind::Corrupt => pb::AlarmType::Corrupt,
+        } as i32,
     }
 }

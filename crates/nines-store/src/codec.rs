@@ -24,6 +24,13 @@ pub(crate) enum Record<'a> {
         /// Granted TTL in seconds.
         ttl_secs: i64,
     },
+    /// One raised alarm (after the leases, before the keys).
+    Alarm {
+        /// The member that raised it.
+        member_id: u64,
+        /// 0 = NOSPACE, 1 = CORRUPT.
+        kind: u8,
+    },
     /// A key and a run of its history; consecutive records with the same
     /// key continue it.
     Key {
@@ -51,6 +58,7 @@ const TAG_META: u8 = 0;
 const TAG_LEASE: u8 = 1;
 const TAG_KEY: u8 = 2;
 const TAG_END: u8 = 3;
+const TAG_ALARM: u8 = 4;
 const TOMBSTONE: u8 = 0;
 const LIVE: u8 = 1;
 
@@ -75,6 +83,11 @@ impl Record<'_> {
                 out.push(TAG_LEASE);
                 out.extend_from_slice(&id.to_le_bytes());
                 out.extend_from_slice(&ttl_secs.to_le_bytes());
+            }
+            Record::Alarm { member_id, kind } => {
+                out.push(TAG_ALARM);
+                out.extend_from_slice(&member_id.to_le_bytes());
+                out.push(*kind);
             }
             Record::Key { key, entries } => {
                 out.push(TAG_KEY);
@@ -122,6 +135,10 @@ impl Record<'_> {
             TAG_LEASE => Record::Lease {
                 id: r.i64()?,
                 ttl_secs: r.i64()?,
+            },
+            TAG_ALARM => Record::Alarm {
+                member_id: r.u64()?,
+                kind: r.u8()?,
             },
             TAG_KEY => {
                 let key = r.bytes()?;

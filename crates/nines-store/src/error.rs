@@ -58,6 +58,10 @@ pub enum StoreError {
         /// The TTL asked for, in seconds.
         ttl_secs: i64,
     },
+    /// The NOSPACE alarm is raised: writes that add data are refused until
+    /// an operator frees space and disarms it.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// A snapshot failed verification; nothing was loaded.
     #[error("snapshot is corrupt: {reason}")]
     SnapshotCorrupt {

@@ -3,7 +3,7 @@
 //! Layout: the magic `NINESNAP`, the format version (u32 LE), then framed
 //! records `[payload length u32 LE][crc32 of payload u32 LE][payload]`,
 //! each payload one record (encoded in `codec.rs`): `Meta` first, then every `Lease` by
-//! id, then the key histories in key order (a long history spans several
+//! id, then every raised `Alarm`, then the key histories in key order (a long history spans several
 //! consecutive `Key` records), and last `End` with the counts and a crc32
 //! over every byte before it. A flipped byte fails a record crc or the final
 //! checksum; a cut stream misses `End`. A loaded store must also pass the
@@ -20,6 +20,7 @@ use crate::codec::Record;
 use crate::error::StoreError;
 use crate::history::{Entry, KeyHistory};
 use crate::store::{LeaseState, Store};
+use crate::types::{AlarmKind, AlarmMember};
 use crate::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_RECORD_BYTES_MAX};
 
 /// First bytes of every snapshot.
@@ -121,6 +122,7 @@ impl<R: Read> Reader<'_, R> {
     fn body(
         &mut self,
         leases: &mut BTreeMap<i64, LeaseState>,
+        alarms: &mut BTreeSet<AlarmMember>,
     ) -> Result<(Vec<KeyHistory>, u64), StoreError> {
         let mut entries = 0u64;
         let mut histories: Vec<KeyHistory> = Vec::new();
@@ -134,6 +136,16 @@ impl<R: Read> Reader<'_, R> {
                     }
                     let keys = BTreeSet::new();
                     leases.insert(id, LeaseState { ttl_secs, keys });
+                }
+                Record::Alarm { member_id, kind } => {
+                    let kind = match kind {
+                        0 => AlarmKind::NoSpace,
+                        1 => AlarmKind::Corrupt,
+                        k => return Err(corrupt(format!("unknown alarm kind {k}"))),
+                    };
+                    if !histories.is_empty() || !alarms.insert(AlarmMember { member_id, kind }) {
+                        return Err(corrupt("alarm record out of place"));
+                    }
                 }
                 Record::Key { key, entries: run } => {
                     entries += run.len() as u64;
@@ -193,6 +205,15 @@ impl Store {
                 ttl_secs: lease.ttl_secs,
             })?;
         }
+        for alarm in &self.alarms {
+            out.record(&Record::Alarm {
+                member_id: alarm.member_id,
+                kind: match alarm.kind {
+                    AlarmKind::NoSpace => 0,
+                    AlarmKind::Corrupt => 1,
+                },
+            })?;
+        }
         let mut entries = 0u64;
         for (key, hist) in &self.keys {
             for chunk in chunks(&hist.entries) {
@@ -250,7 +271,7 @@ impl Store {
         let mut store = Store::new();
         store.revision = revision;
         store.compact_revision = compact_revision;
-        let (histories, entries) = input.body(&mut store.leases)?;
+        let (histories, entries) = input.body(&mut store.leases, &mut store.alarms)?;
         // The histories arrive in strictly increasing key order, which lets
         // the map be built in bulk rather than by one insert per key.
         store.keys = histories.into_iter().map(|h| (h.key.clone(), h)).collect();

@@ -13,8 +13,9 @@ use crate::error::StoreError;
 use crate::history::{key_value, Entry, KeyHistory, Live};
 use crate::read::{key_bounds, RangeBounds};
 use crate::types::{
-    Command, CommandResponse, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
-    Lease, PutRequest, PutResponse,
+    AlarmAction, AlarmKind, AlarmMember, Command, CommandResponse, DeleteRangeRequest,
+    DeleteRangeResponse, Event, EventKind, KeyValue, Lease, PutRequest, PutResponse, RequestOp,
+    TxnRequest,
 };
 use crate::LEASE_TTL_SECS_MAX;
 
@@ -39,6 +40,8 @@ pub struct Store {
     pub(crate) live_keys: usize,
     /// Sum of key and value lengths over all kept entries.
     pub(crate) size_bytes: u64,
+    /// Raised alarms.
+    pub(crate) alarms: BTreeSet<AlarmMember>,
 }
 
 /// A lease and the keys attached to it.
@@ -102,7 +105,18 @@ impl Store {
             log: VecDeque::new(),
             live_keys: 0,
             size_bytes: 0,
+            alarms: BTreeSet::new(),
         }
+    }
+
+    /// The raised alarms, by member and kind.
+    pub fn alarms(&self) -> Vec<AlarmMember> {
+        self.alarms.iter().copied().collect()
+    }
+
+    /// Whether an alarm of `kind` is raised by any member.
+    pub fn has_alarm(&self, kind: AlarmKind) -> bool {
+        self.alarms.iter().any(|a| a.kind == kind)
     }
 
     /// The current (header) revision.
@@ -156,6 +170,13 @@ impl Store {
 
     /// Applies one command deterministically. On error nothing changed.
     pub fn apply(&mut self, cmd: &Command) -> Applied {
+        if self.has_alarm(AlarmKind::NoSpace) && adds_data(cmd) {
+            return Applied {
+                revision: self.revision,
+                result: Err(StoreError::NoSpace),
+                events: Vec::new(),
+            };
+        }
         let result = match cmd {
             Command::Put(req) => self.apply_put(req),
             Command::DeleteRange(req) => self.apply_delete_range(req),
@@ -163,6 +184,7 @@ impl Store {
             Command::Compact { revision } => self.apply_compact(*revision),
             Command::LeaseGrant { id, ttl_secs } => self.apply_lease_grant(*id, *ttl_secs),
             Command::LeaseRevoke { id } => self.apply_lease_revoke(*id),
+            Command::Alarm { action, alarm } => Ok((self.apply_alarm(*action, *alarm), None)),
         };
         match result {
             Ok((response, batch)) => {
@@ -241,6 +263,16 @@ impl Store {
         }
         self.compact(revision);
         Ok((CommandResponse::Compact, None))
+    }
+
+    /// Raises or clears an alarm; answers with the alarms it changed. No key
+    /// changes, so the revision stays.
+    fn apply_alarm(&mut self, action: AlarmAction, alarm: AlarmMember) -> CommandResponse {
+        let changed = match action {
+            AlarmAction::Activate => self.alarms.insert(alarm),
+            AlarmAction::Deactivate => self.alarms.remove(&alarm),
+        };
+        CommandResponse::Alarm(if changed { vec![alarm] } else { Vec::new() })
     }
 
     fn apply_lease_grant(&mut self, id: i64, ttl_secs: i64) -> ApplyResult {
@@ -479,4 +511,25 @@ pub(crate) fn check_put_static(req: &PutRequest) -> Result<(), StoreError> {
         return Err(StoreError::LeaseProvided);
     }
     Ok(())
+}
+
+/// Whether a command would add data, which the NOSPACE alarm refuses (as
+/// etcd's capped applier does): puts, transactions with a put anywhere, and
+/// lease grants. Deletes, compaction and revokes free space and pass.
+pub fn adds_data(cmd: &Command) -> bool {
+    fn txn_puts(t: &TxnRequest) -> bool {
+        t.success.iter().chain(&t.failure).any(|op| match op {
+            RequestOp::Put(_) => true,
+            RequestOp::Txn(inner) => txn_puts(inner),
+            RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+    match cmd {
+        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Txn(t) => txn_puts(t),
+        Command::DeleteRange(_)
+        | Command::Compact { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::Alarm { .. } => false,
+    }
 }

@@ -258,6 +258,40 @@ pub enum Command {
         /// Lease id.
         id: i64,
     },
+    /// Raise or clear an alarm (replicated, as etcd's alarms are).
+    Alarm {
+        /// Raise or clear.
+        action: AlarmAction,
+        /// The alarm.
+        alarm: AlarmMember,
+    },
+}
+
+/// What an [`Command::Alarm`] does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AlarmAction {
+    /// Raise the alarm.
+    Activate,
+    /// Clear it.
+    Deactivate,
+}
+
+/// The kinds of alarm (etcd's `AlarmType`, without `NONE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AlarmKind {
+    /// The store reached its space quota: writes that add data are refused.
+    NoSpace,
+    /// A member found its data inconsistent with the others.
+    Corrupt,
+}
+
+/// One alarm, raised by one member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AlarmMember {
+    /// The member that raised it.
+    pub member_id: u64,
+    /// The kind.
+    pub kind: AlarmKind,
 }
 
 /// The response to a [`Command`].
@@ -275,6 +309,8 @@ pub enum CommandResponse {
     LeaseGrant(Lease),
     /// Lease revoked.
     LeaseRevoke,
+    /// The alarms the command changed (none when it changed nothing).
+    Alarm(Vec<AlarmMember>),
 }
 
 /// What happened to one key, as a watcher sees it.

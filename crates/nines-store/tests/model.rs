@@ -45,6 +45,8 @@ fn check_step(store: &mut Store, model: &mut Model, cmd: &Command, probe: &Probe
     assert_eq!(applied.revision, model.revision());
     assert_eq!(store.revision(), model.revision());
     assert_eq!(store.compact_revision(), model.compact_revision);
+    let raised: Vec<u64> = store.alarms().iter().map(|a| a.member_id).collect();
+    assert_eq!(raised, model.nospace.iter().copied().collect::<Vec<_>>());
     assert_eq!(store.key_count(), model.current().len());
     let leases: Vec<Lease> = model
         .leases
@@ -103,6 +105,7 @@ fn assert_same_store(a: &Store, b: &Store) {
     assert_eq!(a.revision(), b.revision());
     assert_eq!(a.compact_revision(), b.compact_revision());
     assert_eq!(a.leases(), b.leases());
+    assert_eq!(a.alarms(), b.alarms());
     assert_eq!(a.key_count(), b.key_count());
     assert_eq!(a.approx_size_bytes(), b.approx_size_bytes());
     for l in a.leases() {

@@ -374,6 +374,11 @@ pub struct Etcd {
 impl Etcd {
     /// Starts member `name` and waits until `etcdctl endpoint health` passes.
     pub fn start(name: &str) -> anyhow::Result<Etcd> {
+        Etcd::start_with(name, &[])
+    }
+
+    /// As [`Etcd::start`], with extra flags for etcd.
+    pub fn start_with(name: &str, extra: &[&str]) -> anyhow::Result<Etcd> {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(2)?;
         let client = format!("http://127.0.0.1:{}", ports[0]);
@@ -395,6 +400,7 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("{name}={peer}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

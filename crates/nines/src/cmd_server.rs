@@ -57,6 +57,11 @@ pub struct ServerArgs {
     /// Log entries between snapshots (default 10000).
     #[arg(long)]
     pub snapshot_count: Option<u64>,
+    /// Space quota of the store in bytes; past it the NOSPACE alarm is
+    /// raised and writes that add data are refused (default 2 GiB, as etcd;
+    /// 0 means the default).
+    #[arg(long)]
+    pub quota_backend_bytes: Option<u64>,
     /// Largest client request in bytes (default 1.5 MiB, as etcd).
     #[arg(long)]
     pub max_request_bytes: Option<usize>,
@@ -83,6 +88,9 @@ pub struct ServerArgs {
     #[serde(default)]
     pub unsafe_lazy_fsync: bool,
 }
+
+/// etcd's default space quota: 2 GiB.
+const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;
 
 macro_rules! fill {
     ($dst:ident, $src:ident, $($f:ident),*) => { $( if $dst.$f.is_none() { $dst.$f = $src.$f; } )* };
@@ -115,6 +123,7 @@ impl ServerArgs {
             heartbeat_interval,
             election_timeout,
             snapshot_count,
+            quota_backend_bytes,
             max_request_bytes,
             max_txn_ops,
             request_timeout
@@ -200,6 +209,10 @@ impl ServerArgs {
                 request_timeout: Duration::from_millis(a.request_timeout.unwrap_or(5000).max(100)),
                 unsafe_stale_reads: a.unsafe_stale_reads,
                 unsafe_lazy_fsync: a.unsafe_lazy_fsync,
+                quota_bytes: match a.quota_backend_bytes {
+                    None | Some(0) => QUOTA_BYTES_DEFAULT,
+                    Some(q) => q,
+                },
                 name,
             },
         })

@@ -3,8 +3,8 @@
 //! transactions, compactions and lease revokes all occur often.
 
 use nines_store::{
-    Command, Compare, CompareResult, CompareTarget, DeleteRangeRequest, PutRequest, RangeRequest,
-    RequestOp, SortOrder, SortTarget, TxnRequest,
+    AlarmAction, AlarmKind, AlarmMember, Command, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use proptest::prelude::*;
 
@@ -178,6 +178,11 @@ pub fn command() -> impl Strategy<Value = Command> {
         2 => (prop_oneof![9 => 1i64..4, 1 => Just(0i64)], 1i64..100)
             .prop_map(|(id, ttl_secs)| Command::LeaseGrant { id, ttl_secs }),
         1 => (0i64..4).prop_map(|id| Command::LeaseRevoke { id }),
+        // Rare, so most runs spend most steps without the alarm.
+        1 => (any::<bool>(), 1u64..3).prop_map(|(raise, member_id)| Command::Alarm {
+            action: if raise { AlarmAction::Activate } else { AlarmAction::Deactivate },
+            alarm: AlarmMember { member_id, kind: AlarmKind::NoSpace },
+        }),
     ]
 }
 

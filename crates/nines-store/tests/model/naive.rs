@@ -7,10 +7,10 @@
 use std::collections::BTreeMap;
 
 use nines_store::{
-    Command, CommandResponse, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
-    DeleteRangeResponse, Event, EventKind, KeyValue, Lease, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget, StoreError, TxnRequest,
-    TxnResponse,
+    AlarmAction, AlarmKind, Command, CommandResponse, Compare, CompareResult, CompareTarget,
+    DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, Lease, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseOp, SortOrder, SortTarget,
+    StoreError, TxnRequest, TxnResponse,
 };
 
 /// The keyspace at one revision.
@@ -29,6 +29,7 @@ pub enum ModelError {
     TxnHasWrites,
     ValueProvided,
     LeaseProvided,
+    NoSpace,
 }
 
 pub fn from_store(e: &StoreError) -> ModelError {
@@ -52,6 +53,7 @@ pub fn from_store(e: &StoreError) -> ModelError {
         StoreError::TxnHasWrites => ModelError::TxnHasWrites,
         StoreError::ValueProvided => ModelError::ValueProvided,
         StoreError::LeaseProvided => ModelError::LeaseProvided,
+        StoreError::NoSpace => ModelError::NoSpace,
         other => panic!("the model never expects {other:?}"),
     }
 }
@@ -66,6 +68,8 @@ pub struct Model {
     pub leases: BTreeMap<i64, i64>,
     /// The last compaction revision, 0 if none.
     pub compact_revision: i64,
+    /// Members with a raised NOSPACE alarm.
+    pub nospace: std::collections::BTreeSet<u64>,
 }
 
 fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
@@ -317,7 +321,35 @@ impl Model {
     }
 
     pub fn apply(&mut self, cmd: &Command) -> Result<(CommandResponse, Vec<Event>), ModelError> {
+        fn has_put(ops: &[RequestOp]) -> bool {
+            ops.iter().any(|op| match op {
+                RequestOp::Put(_) => true,
+                RequestOp::Txn(t) => has_put(&t.success) || has_put(&t.failure),
+                _ => false,
+            })
+        }
+        let grows = match cmd {
+            Command::Put(_) | Command::LeaseGrant { .. } => true,
+            Command::Txn(t) => has_put(&t.success) || has_put(&t.failure),
+            _ => false,
+        };
+        if grows && !self.nospace.is_empty() {
+            return Err(ModelError::NoSpace);
+        }
         let (response, txn) = match cmd {
+            Command::Alarm { action, alarm } => {
+                assert_eq!(
+                    alarm.kind,
+                    AlarmKind::NoSpace,
+                    "the generator raises NOSPACE only"
+                );
+                let changed = match action {
+                    AlarmAction::Activate => self.nospace.insert(alarm.member_id),
+                    AlarmAction::Deactivate => self.nospace.remove(&alarm.member_id),
+                };
+                let list = if changed { vec![*alarm] } else { Vec::new() };
+                return Ok((CommandResponse::Alarm(list), Vec::new()));
+            }
             Command::Put(p) => {
                 put_static(p)?;
                 if p.lease != 0 && !self.leases.contains_key(&p.lease) {

@@ -327,3 +327,102 @@ async fn etcdctl_move_leader_works_and_refuses_a_bad_transferee() {
     assert_eq!(error_lines(&refused.stderr), error_lines(&reference.stderr));
     assert_eq!(leader_and_members(&eps).0, target);
 }
+
+/// What one side printed in the NOSPACE sequence, masked for comparison.
+#[derive(Debug, PartialEq)]
+struct NoSpaceRun {
+    /// The error of the first refused put.
+    refused: Vec<String>,
+    /// `alarm list` while raised.
+    listed: String,
+    /// A small put while raised: exit code and error.
+    small_put: (i32, Vec<String>),
+    /// A read while raised: exit code.
+    read_code: i32,
+    /// A prefix delete while raised: exit code.
+    delete_code: i32,
+    /// `alarm disarm` after freeing space.
+    disarmed: String,
+    /// A put after disarming.
+    put_after: (i32, String),
+    /// `alarm list` at the end.
+    listed_after: String,
+}
+
+fn mask_member(s: &str) -> String {
+    s.lines()
+        .map(|l| match l.strip_prefix("memberID:") {
+            Some(rest) => format!(
+                "memberID:X{}",
+                &rest[rest.find(' ').unwrap_or(rest.len())..]
+            ),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Fills the store past its quota, then frees space and disarms.
+fn nospace_sequence(eps: &str) -> NoSpaceRun {
+    let value = "v".repeat(8 * 1024);
+    let mut refused = None;
+    for i in 0..200 {
+        let out = etcdctl(eps, &["put", &format!("big/{i:03}"), &value], None);
+        if out.code != 0 {
+            refused = Some(
+                error_lines(&out.stderr)
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect(),
+            );
+            break;
+        }
+    }
+    let refused = refused.expect("the quota is reached within 200 puts");
+    let listed = mask_member(&etcdctl(eps, &["alarm", "list"], None).stdout);
+    let small = etcdctl(eps, &["put", "small", "v"], None);
+    let small_put = (
+        small.code,
+        error_lines(&small.stderr)
+            .iter()
+            .map(|l| l.to_string())
+            .collect(),
+    );
+    let read_code = etcdctl(eps, &["get", "big/000"], None).code;
+    let delete_code = etcdctl(eps, &["del", "big/", "--prefix"], None).code;
+    let status = etcdctl(eps, &["endpoint", "status", "-w", "json"], None);
+    let v: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
+    let rev = v[0]["Status"]["header"]["revision"]
+        .as_i64()
+        .expect("revision");
+    assert_eq!(etcdctl(eps, &["compact", &rev.to_string()], None).code, 0);
+    assert_eq!(etcdctl(eps, &["defrag"], None).code, 0);
+    let disarmed = mask_member(&etcdctl(eps, &["alarm", "disarm"], None).stdout);
+    let after = etcdctl(eps, &["put", "small", "v"], None);
+    let listed_after = etcdctl(eps, &["alarm", "list"], None).stdout;
+    NoSpaceRun {
+        refused,
+        listed,
+        small_put,
+        read_code,
+        delete_code,
+        disarmed,
+        put_after: (after.code, after.stdout.trim().to_string()),
+        listed_after,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nospace_alarm_matches_real_etcd() {
+    let quota = (256 * 1024).to_string();
+    let c = cluster(3, &["--quota-backend-bytes", &quota]).await;
+    let nines = nospace_sequence(&c.endpoints().join(","));
+    let etcd = Etcd::start_with("e1", &["--quota-backend-bytes", &quota]).expect("etcd");
+    let reference = nospace_sequence(&etcd.endpoint);
+    assert_eq!(
+        reference.refused,
+        vec!["Error: etcdserver: mvcc: database space exceeded".to_string()],
+        "the reference behaves as expected"
+    );
+    assert_eq!(nines, reference);
+}
