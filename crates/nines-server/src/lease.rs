@@ -243,11 +243,7 @@ impl Lease for LeaseService {
         .max(1);
         let cmd = Command::LeaseGrant { id, ttl_secs: ttl };
         crate::quota::check(&self.node, &cmd).await?;
-        let outcome = self
-            .node
-            .write(cmd)
-            .await
-            .map_err(|e| errors::write(&e))?;
+        let outcome = self.node.write(cmd).await.map_err(|e| errors::write(&e))?;
         let header = pb::ResponseHeader {
             cluster_id: self.node.cluster_id(),
             member_id: self.node.id(),

@@ -11,8 +11,8 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
-pub mod quota;
 pub mod metrics;
+pub mod quota;
 pub mod watch;
 
 use std::future::Future;
