@@ -119,6 +119,15 @@ pub fn header(node: &RaftNode, revision: i64) -> pb::etcdserverpb::ResponseHeade
 
 /// Runs a member until `shutdown` resolves or Raft fails.
 pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with_routes(cfg, axum::Router::new(), shutdown).await
+}
+
+/// [`run`], with `routes` (e.g. the registry's) merged into the HTTP API.
+pub async fn run_with_routes(
+    cfg: ServerConfig,
+    routes: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     use pb::etcdserverpb::cluster_server::ClusterServer;
     use pb::etcdserverpb::kv_server::KvServer;
     use pb::etcdserverpb::lease_server::LeaseServer;
@@ -175,6 +184,7 @@ pub async fn run(cfg: ServerConfig, shutdown: impl Future<Output = ()>) -> Resul
     let grpc_task = tokio::spawn(grpc);
     let mut http_stop = stop_rx;
     let http_app = http::router(node.clone(), cfg.fault_injection)
+        .merge(routes)
         .merge(metrics.routes())
         .merge(dashboard::routes(node.clone()));
     let http_task = tokio::spawn(async move {

@@ -36,11 +36,59 @@ fn init_logging() {
         .try_init();
 }
 
-/// Runs the gateway until SIGINT/SIGTERM.
-pub fn run_gateway(args: GatewayArgs) -> anyhow::Result<()> {
+/// Runs the gateway until SIGINT/SIGTERM. Clusters with `service = "NAME"`
+/// follow the registry of the cluster at `endpoints`.
+pub fn run_gateway(args: GatewayArgs, endpoints: &[String]) -> anyhow::Result<()> {
     init_logging();
-    nines_gateway::run_blocking(&args.config)
-        .with_context(|| format!("gateway {}", args.config.display()))
+    let config = nines_gateway::Config::load(&args.config)
+        .with_context(|| format!("gateway {}", args.config.display()))?;
+    if config.clusters.iter().all(|c| c.service.is_none()) {
+        return nines_gateway::run_blocking(&args.config)
+            .with_context(|| format!("gateway {}", args.config.display()));
+    }
+    run_following_registry(config, &args.config, endpoints)
+}
+
+/// The gateway with a registry resolver: one runtime per worker as
+/// `nines_gateway::run_blocking`, plus a mirror of the registry on worker 0.
+fn run_following_registry(
+    config: nines_gateway::Config,
+    path: &std::path::Path,
+    endpoints: &[String],
+) -> anyhow::Result<()> {
+    let threads = config
+        .gateway
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("build runtime")?;
+    let workers = nines_gateway::worker::Workers::start(runtime.handle().clone(), threads)
+        .context("start gateway workers")?;
+    runtime.block_on(async {
+        let client = crate::connect(endpoints).await?;
+        let mirror = nines_registry::Mirror::spawn(nines_registry::Registry::new(client));
+        if !mirror
+            .wait_revision(0, std::time::Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(
+                "registry not reachable yet; services start empty and fill in when it is"
+            );
+        }
+        let resolver =
+            std::sync::Arc::new(nines_registry::RegistryResolver::new(mirror.subscribe()));
+        let gateway = nines_gateway::Gateway::start_with_workers(
+            config,
+            Some(path.to_owned()),
+            Some(resolver),
+            workers,
+        )
+        .await
+        .with_context(|| format!("gateway {}", path.display()))?;
+        gateway.run_until_signal().await.context("gateway")
+    })
 }
 
 /// Runs a demo backend until the process is stopped.

@@ -46,6 +46,9 @@ pub struct ServerArgs {
     /// Address of the DNS interface (used by the service registry).
     #[arg(long)]
     pub dns_addr: Option<SocketAddr>,
+    /// TTL of registry DNS answers in seconds (default 5).
+    #[arg(long)]
+    pub dns_ttl: Option<u32>,
     /// Leader heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_interval: Option<u64>,
@@ -120,6 +123,7 @@ impl ServerArgs {
             initial_cluster_state,
             http_addr,
             dns_addr,
+            dns_ttl,
             heartbeat_interval,
             election_timeout,
             snapshot_count,
@@ -258,6 +262,8 @@ pub fn url_addr(url: &str) -> anyhow::Result<SocketAddr> {
 /// Runs the member until Ctrl-C or SIGTERM.
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::init_logging();
+    let args = args.merge_config_file()?;
+    let registry_config = registry_config(&args);
     let cfg = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -265,8 +271,32 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     rt.block_on(async move {
-        nines_server::run(cfg, crate::shutdown_signal())
+        let registry =
+            nines_registry::MemberRegistry::start(nines_registry::MemberRegistryConfig {
+                name: cfg.node.name.clone(),
+                client_addr: cfg.listen_client,
+                ..registry_config
+            })
+            .await
+            .context("registry")?;
+        nines_server::run_with_routes(cfg, registry.router(), crate::shutdown_signal())
             .await
             .map_err(|e| anyhow!("{e}"))
     })
+}
+
+/// The registry's DNS settings: an explicit `--dns-addr` must bind; the
+/// default address is best effort (several members on one machine share it).
+fn registry_config(args: &ServerArgs) -> nines_registry::MemberRegistryConfig {
+    let (dns_addr, dns_required) = match args.dns_addr {
+        Some(addr) => (addr, true),
+        None => ("127.0.0.1:8600".parse().expect("literal"), false),
+    };
+    nines_registry::MemberRegistryConfig {
+        name: String::new(),
+        client_addr: dns_addr,
+        dns_addr: Some(dns_addr),
+        dns_required,
+        dns_ttl_secs: args.dns_ttl.unwrap_or(5),
+    }
 }

@@ -11,6 +11,7 @@ mod cmd_kv;
 mod cmd_member;
 mod cmd_playground;
 mod cmd_server;
+mod cmd_service;
 mod cmd_snapshot;
 mod cmd_status;
 
@@ -58,6 +59,8 @@ enum Command {
     Snapshot(cmd_snapshot::SnapshotArgs),
     /// Availability calculator for designs: series, parallel, k-of-n.
     Avail(cmd_avail::AvailArgs),
+    /// Service registry: register, deregister, list, health, heartbeat.
+    Service(cmd_service::ServiceArgs),
     /// Run the load-balancing gateway.
     Gateway(cmd_gateway::GatewayArgs),
     /// Run a small HTTP backend for demos and tests.
@@ -72,8 +75,9 @@ enum Command {
 
 /// Logs to stderr; `NINES_LOG` (e.g. `debug`, `nines_raft=debug`) sets the filter.
 pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NINES_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NINES_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,openraft=error,hickory_server=warn")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -126,7 +130,8 @@ fn run() -> anyhow::Result<()> {
         Command::Run(args) => cmd_coord::run_elected(args, &endpoints),
         Command::Snapshot(args) => cmd_snapshot::run(args, &endpoints),
         Command::Avail(args) => cmd_avail::run(args),
-        Command::Gateway(args) => cmd_gateway::run_gateway(args),
+        Command::Service(args) => cmd_service::run(args, &endpoints),
+        Command::Gateway(args) => cmd_gateway::run_gateway(args, &endpoints),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),
         Command::Chaos(args) => cmd_chaos::run(*args),
         Command::Bench(args) => cmd_bench::run(args, &endpoints),
