@@ -263,7 +263,13 @@ pub fn url_addr(url: &str) -> anyhow::Result<SocketAddr> {
 pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     crate::init_logging();
     let args = args.merge_config_file()?;
-    let registry_config = registry_config(&args);
+    let (dns_addr, dns_required) = match args.dns_addr {
+        Some(addr) => (addr, true),
+        // The default address is best effort: several members on one
+        // machine cannot all have it.
+        None => ("127.0.0.1:8600".parse().expect("literal"), false),
+    };
+    let dns_ttl_secs = args.dns_ttl.unwrap_or(5);
     let cfg = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -275,7 +281,9 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             nines_registry::MemberRegistry::start(nines_registry::MemberRegistryConfig {
                 name: cfg.node.name.clone(),
                 client_addr: cfg.listen_client,
-                ..registry_config
+                dns_addr: Some(dns_addr),
+                dns_required,
+                dns_ttl_secs,
             })
             .await
             .context("registry")?;
@@ -283,20 +291,4 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow!("{e}"))
     })
-}
-
-/// The registry's DNS settings: an explicit `--dns-addr` must bind; the
-/// default address is best effort (several members on one machine share it).
-fn registry_config(args: &ServerArgs) -> nines_registry::MemberRegistryConfig {
-    let (dns_addr, dns_required) = match args.dns_addr {
-        Some(addr) => (addr, true),
-        None => ("127.0.0.1:8600".parse().expect("literal"), false),
-    };
-    nines_registry::MemberRegistryConfig {
-        name: String::new(),
-        client_addr: dns_addr,
-        dns_addr: Some(dns_addr),
-        dns_required,
-        dns_ttl_secs: args.dns_ttl.unwrap_or(5),
-    }
 }
