@@ -2,8 +2,9 @@
 //! etcd alike), without stopping writes:
 //! - a **full** reads every key with a paginated Range pinned at one
 //!   revision R (the first page's), so the set is consistent at R;
-//! - a **diff** or **incr** reads, with one Watch from the parent's revision
-//!   + 1, every event up to the cluster's revision R when the backup started.
+//! - a **diff** or **incr** reads, with one Watch starting just after the
+//!   parent's revision, every event up to the cluster's revision R when the
+//!   backup started.
 //!   Every revision carries at least one event and revisions are never split
 //!   across watch responses, so the set holds exactly revisions
 //!   `parent+1..=R`, which is checked as it is read. If the cluster compacted

@@ -60,3 +60,6 @@ pub const LEASES_FILE: &str = "leases.zst";
 
 const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!(RANGE_PAGE_KEYS > 0);
+
+#[cfg(test)]
+mod tests;

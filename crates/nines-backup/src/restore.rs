@@ -87,13 +87,16 @@ pub fn restore_store(
     build_store(keys, leases, &chain, target, id)
 }
 
+/// Lease TTLs by id: (alive at the target, recorded anywhere in the chain).
+type LeaseTables = (BTreeMap<i64, i64>, BTreeMap<i64, i64>);
+
 /// Leases as recorded by the first set of the chain that reaches `target`,
 /// plus, for lease ids only other sets recorded, their TTLs from there.
 fn leases_at(
     repo: &dyn Repository,
     chain: &[Manifest],
     target: i64,
-) -> Result<(BTreeMap<i64, i64>, BTreeMap<i64, i64>), BackupError> {
+) -> Result<LeaseTables, BackupError> {
     let mut at_target = BTreeMap::new();
     let mut known = BTreeMap::new();
     let covering = chain
@@ -117,7 +120,7 @@ fn leases_at(
 
 fn build_store(
     keys: BTreeMap<Vec<u8>, KeyValue>,
-    (mut leases, known): (BTreeMap<i64, i64>, BTreeMap<i64, i64>),
+    (mut leases, known): LeaseTables,
     chain: &[Manifest],
     target: i64,
     id: &str,
