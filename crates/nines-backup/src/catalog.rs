@@ -48,10 +48,11 @@ pub fn load_manifest(repo: &dyn Repository, id: &str) -> Result<Manifest, Backup
     Ok(m)
 }
 
+/// A set id with its manifest, or the error reading it.
+pub type Listed = (String, Result<Manifest, BackupError>);
+
 /// Every published set with its manifest, or the error reading it, in id order.
-pub fn list(
-    repo: &dyn Repository,
-) -> Result<Vec<(String, Result<Manifest, BackupError>)>, BackupError> {
+pub fn list(repo: &dyn Repository) -> Result<Vec<Listed>, BackupError> {
     Ok(repo
         .list_sets()?
         .into_iter()
