@@ -570,7 +570,10 @@ impl Wal {
         bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         bytes.extend_from_slice(&payload);
         bytes.resize(bytes.len().max(HINT_BYTES), 0);
-        self.hint.as_ref().expect("opened above").write_all_at(&bytes, 0)
+        self.hint
+            .as_ref()
+            .expect("opened above")
+            .write_all_at(&bytes, 0)
     }
 
     fn fail(&mut self, reason: String) {
@@ -707,7 +710,9 @@ fn read_hint(path: &Path) -> Option<LogId> {
     if crc32fast::hash(payload) != crc {
         return None;
     }
-    bincode::deserialize::<Option<LogId>>(payload).ok().flatten()
+    bincode::deserialize::<Option<LogId>>(payload)
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]
