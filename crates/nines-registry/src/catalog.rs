@@ -134,14 +134,16 @@ pub struct InstanceView {
     pub output: String,
     /// When the current status began (ms since the Unix epoch; 0 unknown).
     pub since_ms: u64,
+    /// The member that wrote the status (empty when written at registration).
+    pub checker: String,
 }
 
 impl InstanceView {
     /// The view of `entry`'s instance.
     pub fn new(entry: &InstanceEntry, instance: &Instance) -> InstanceView {
-        let (output, since_ms) = match &entry.health {
-            Some((h, _)) => (h.output.clone(), h.since_ms),
-            None => (String::new(), 0),
+        let (output, since_ms, checker) = match &entry.health {
+            Some((h, _)) => (h.output.clone(), h.since_ms, h.checker.clone()),
+            None => (String::new(), 0, String::new()),
         };
         let output = match (&instance.check, entry.ttl_alive) {
             (Check::Ttl { .. }, false)
@@ -178,6 +180,7 @@ impl InstanceView {
             .to_string(),
             output,
             since_ms,
+            checker,
         }
     }
 }

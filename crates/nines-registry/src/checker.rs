@@ -342,7 +342,7 @@ async fn announce(
             .map_err(|_| crate::RegistryError::Timeout {
                 what: "checker keep-alive",
             })??;
-        if !answer.is_some_and(|r| r.ttl() > 0) {
+        if answer.is_none_or(|r| r.ttl() <= 0) {
             return Err(crate::RegistryError::Timeout {
                 what: "checker lease expired",
             });

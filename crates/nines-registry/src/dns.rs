@@ -172,7 +172,7 @@ impl DnsHandler {
                 None => negative(ResponseCode::NXDomain),
             };
         }
-        if n < 3 || n > 4 || labels[n - 2] != "service" {
+        if !(3..=4).contains(&n) || labels[n - 2] != "service" {
             return negative(ResponseCode::NXDomain);
         }
         let service_name = &labels[n - 3];
