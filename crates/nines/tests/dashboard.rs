@@ -1,0 +1,365 @@
+//! The dashboard in a real browser: Debian's headless Chromium, driven over
+//! the W3C WebDriver protocol by chromedriver, loads the page of a running
+//! 3-member cluster, reads the leader and every member by name and the
+//! services panel, then the leader is killed with `kill -9` and the page must
+//! name the new leader within 3 s. Screenshots before and after are saved
+//! under the target directory and their paths printed. Without Chromium the
+//! test fails and says how to install it.
+
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use support::cluster;
+
+/// How long the page may take to name the new leader after the kill.
+const FAILOVER_SHOWN_WITHIN: Duration = Duration::from_secs(3);
+
+/// Chromium's flags: headless, no sandbox (tests run as root), nothing that
+/// reaches the network on its own.
+const CHROMIUM_FLAGS: [&str; 10] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1366,800",
+];
+
+/// Finds a program on PATH (or the path in `env`, if set).
+fn find_program(names: &[&str], env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
+        .find(|p| p.is_file())
+}
+
+/// chromedriver and the Chromium it starts; both stopped by PID on drop.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: Option<String>,
+    /// The fresh profile directory; also how Chromium's processes are
+    /// found to be killed if chromedriver could not close them.
+    profile: tempfile::TempDir,
+    http: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+impl Browser {
+    async fn start() -> anyhow::Result<Browser> {
+        let chromium = find_program(&["chromium", "chromium-browser"], "NINES_CHROMIUM")
+            .context("Chromium not found: install Debian's `chromium` and `chromium-driver` (scripts/install-test-deps.sh)")?;
+        let chromedriver = find_program(&["chromedriver"], "NINES_CHROMEDRIVER")
+            .context("chromedriver not found: install Debian's `chromium-driver` (scripts/install-test-deps.sh)")?;
+        let port = nines_testkit::free_ports(1)?[0];
+        let profile = tempfile::tempdir()?;
+        let driver = Command::new(&chromedriver)
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", chromedriver.display()))?;
+        let mut b = Browser {
+            driver,
+            port,
+            session: None,
+            profile,
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        b.wait_driver_ready().await?;
+        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
+        args.push(format!("--user-data-dir={}", b.profile.path().display()));
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+        }}});
+        let v = b
+            .call("POST", "/session", Some(caps), Duration::from_secs(60))
+            .await
+            .context("creating a browser session")?;
+        let id = v["sessionId"]
+            .as_str()
+            .with_context(|| format!("no session id in {v}"))?;
+        b.session = Some(id.to_owned());
+        Ok(b)
+    }
+
+    async fn wait_driver_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(v) = self
+                .call("GET", "/status", None, Duration::from_secs(2))
+                .await
+            {
+                if v["ready"] == json!(true) {
+                    return Ok(());
+                }
+            }
+            if let Some(st) = self.driver.try_wait()? {
+                bail!("chromedriver exited: {st}");
+            }
+            if Instant::now() > deadline {
+                bail!("chromedriver not ready within 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// One WebDriver command; returns its `value`.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let uri = format!("http://127.0.0.1:{}{path}", self.port);
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let res = tokio::time::timeout(timeout, async {
+            let res = self.http.request(req).await?;
+            let status = res.status();
+            let bytes = res.into_body().collect().await?.to_bytes();
+            anyhow::Ok((status, bytes))
+        })
+        .await
+        .with_context(|| format!("WebDriver {method} {path} timed out"))??;
+        let v: Value = serde_json::from_slice(&res.1).context("WebDriver answer is not JSON")?;
+        if !res.0.is_success() {
+            bail!("WebDriver {method} {path}: {} {}", res.0, v);
+        }
+        Ok(v["value"].clone())
+    }
+
+    async fn session_call(
+        &self,
+        method: &str,
+        rest: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let id = self.session.as_deref().context("no session")?;
+        self.call(
+            method,
+            &format!("/session/{id}{rest}"),
+            body,
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    async fn goto(&self, url: &str) -> anyhow::Result<()> {
+        self.session_call("POST", "/url", Some(json!({ "url": url })))
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs `script` in the page and returns what it returns.
+    async fn eval(&self, script: &str) -> anyhow::Result<Value> {
+        self.session_call(
+            "POST",
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    async fn text_of(&self, selector: &str) -> anyhow::Result<String> {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent : null;",
+            json!(selector)
+        );
+        Ok(self
+            .eval(&script)
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    async fn screenshot(&self, path: &Path) -> anyhow::Result<()> {
+        use base64::Engine;
+        let v = self.session_call("GET", "/screenshot", None).await?;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().context("screenshot is not a string")?)?;
+        std::fs::write(path, png)?;
+        println!("dashboard screenshot: {}", path.display());
+        Ok(())
+    }
+}
+
+impl Browser {
+    /// Ends the session, which makes chromedriver stop Chromium.
+    async fn close(mut self) {
+        if let Some(id) = self.session.take() {
+            let path = format!("/session/{id}");
+            let _ = self
+                .call("DELETE", &path, None, Duration::from_secs(5))
+                .await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        kill_processes_with_arg(&self.profile.path().display().to_string());
+    }
+}
+
+/// Kills (by PID) any process whose command line holds `marker`: the
+/// Chromium processes of this test's profile, should chromedriver have
+/// left any behind.
+fn kill_processes_with_arg(marker: &str) {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if String::from_utf8_lossy(&cmdline).contains(marker) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// Waits until `#leader` reads `Leader: NAME` for a NAME `accept` takes.
+async fn wait_leader_shown(
+    b: &Browser,
+    within: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    loop {
+        last = b.text_of("#leader").await.unwrap_or(last);
+        if let Some(name) = last.strip_prefix("Leader: ") {
+            if accept(name) {
+                return Ok(name.to_owned());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the page shows {last:?} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
+    let browser = Browser::start()
+        .await
+        .expect("headless Chromium via chromedriver (run scripts/install-test-deps.sh)");
+    let mut c = cluster(3, &[]).await;
+    let leader = c
+        .wait_agreed_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    let leader_name = c.members[leader].name.clone();
+    // The page is served by a member that survives the kill.
+    let host = (leader + 1) % 3;
+    let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
+    let url = format!("http://{}/", c.members[host].http);
+    browser.goto(&url).await.expect("load the dashboard");
+
+    let shown = wait_leader_shown(&browser, Duration::from_secs(10), |n| n == leader_name)
+        .await
+        .expect("the leader is shown");
+    assert_eq!(shown, leader_name);
+    let rows = browser
+        .eval("return Array.from(document.querySelectorAll('#members td.member-name')).map(e => e.textContent);")
+        .await
+        .expect("member names");
+    let mut listed: Vec<String> = serde_json::from_value(rows).expect("names");
+    listed.sort();
+    assert_eq!(listed, names, "every member is listed by name");
+    let leader_role = browser
+        .text_of(&format!("#members tr[data-name='{leader_name}'] .role"))
+        .await
+        .expect("role");
+    assert_eq!(leader_role, "leader");
+    // The services panel answers: the registry's services or a plain note
+    // that this member has none.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let services = loop {
+        let t = browser.text_of("#services").await.expect("services");
+        if !t.is_empty() && !t.starts_with("loading") {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "services panel still loading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        services.contains("registry")
+            || services.contains("service")
+            || services.contains("healthy"),
+        "services panel: {services:?}"
+    );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    browser
+        .screenshot(&dir.join("dashboard-before-kill.png"))
+        .await
+        .expect("screenshot");
+
+    let killed = Instant::now();
+    c.kill(leader);
+    let new_leader = wait_leader_shown(&browser, FAILOVER_SHOWN_WITHIN, |n| {
+        n != leader_name && names.iter().any(|m| m == n)
+    })
+    .await
+    .expect("the new leader is shown within 3 s");
+    let took = killed.elapsed();
+    println!("page named the new leader {new_leader} {took:?} after the kill");
+    assert!(took <= FAILOVER_SHOWN_WITHIN);
+    // The dead member is shown as unreachable once the page polls again.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let role = browser
+            .text_of(&format!("#members tr[data-name='{leader_name}'] .role"))
+            .await
+            .expect("role");
+        if role == "unreachable" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "killed member shown as {role:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser
+        .screenshot(&dir.join("dashboard-after-kill.png"))
+        .await
+        .expect("screenshot");
+    browser.close().await;
+}
