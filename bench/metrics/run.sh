@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# What watching costs the write path: put throughput and latency of a
+# 3-member nines cluster on loopback without and with a scraper that reads
+# `/metrics` of every member and `/v1/dashboard` of one (what an open
+# dashboard page asks) once a second. Rounds alternate (off, on, off, on, ...)
+# so that other work on the shared machine hits both alike; every figure is
+# the median over the rounds. Writes the "Cost on the write path" part of
+# the "## Metrics and dashboard" section of bench/RESULTS.md.
+#
+# Environment: ROUNDS (3), DURATION (10s per benchmark), THREADS (client
+# runtime threads, 2), NINES_BIN, BENCH_BIN (the `nines` binary used as the
+# client), RESULTS, KEEP_WORK=1.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-2}
+RESULTS=${RESULTS:-$ROOT/bench/RESULTS.md}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/nines-bench-metrics.XXXXXX")
+# shellcheck source=bench/kv/cluster.sh
+source "$ROOT/bench/kv/cluster.sh"
+BENCH_BIN=${BENCH_BIN:-$NINES_BIN}
+SCRAPER_PID=""
+
+scraper_stop() {
+  if [ -n "$SCRAPER_PID" ]; then
+    kill "$SCRAPER_PID" 2>/dev/null || true
+    wait "$SCRAPER_PID" 2>/dev/null || true
+    forget_pid "$SCRAPER_PID"
+    SCRAPER_PID=""
+  fi
+}
+
+finish() {
+  local status=$?
+  scraper_stop
+  cleanup_processes
+  if [ "${KEEP_WORK:-0}" = 1 ] || [ "$status" != 0 ]; then log "work dir kept: $WORK"; else rm -rf "$WORK"; fi
+}
+trap finish EXIT
+
+# Scrapes every member's /metrics and one member's /v1/dashboard each second;
+# appends one line per pass (bytes of metrics, seconds the passes took) to $1.
+scraper_start() {
+  local out=$1
+  (
+    while true; do
+      started=$(date +%s.%N)
+      bytes=0
+      for ((i = 0; i < MEMBERS; i++)); do
+        n=$(curl -fsS --max-time 1 "http://$(member_field nines HTTP "$i")/metrics" | wc -c) || n=0
+        bytes=$((bytes + n))
+      done
+      curl -fsS --max-time 1 "http://$(member_field nines HTTP 0)/v1/dashboard" >/dev/null || true
+      took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+      echo "$bytes $took" >>"$out"
+      sleep "$(awk -v t="$took" 'BEGIN { s = 1 - t; print (s > 0 ? s : 0) }')"
+    done
+  ) &
+  SCRAPER_PID=$!
+  STARTED_PIDS+=("$SCRAPER_PID")
+}
+
+[ -x "$BENCH_BIN" ] || (cd "$ROOT" && cargo build --release -p nines)
+snapshot_binaries
+[ -x "$NINES_BIN" ] || die "nines not found at $NINES_BIN"
+command -v curl >/dev/null || die "curl not found"
+command -v jq >/dev/null || die "jq not found"
+
+# name|label|flags
+BENCHES=(
+  "put-1|put, 1 client|--op put --clients 1 --conns 1"
+  "put-64|put, 64 clients|--op put --clients 64 --conns 8"
+)
+COMMON="--key-size 16 --val-size 256 --keyspace 10000 --duration $DURATION --threads $THREADS"
+MODES="off on"
+
+load_average() { awk '{print $1 "/" $2 "/" $3}' /proc/loadavg; }
+LOAD_BEFORE=$(load_average)
+cluster_start nines
+mkdir -p "$WORK/results/off" "$WORK/results/on"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+  for mode in $MODES; do
+    [ "$mode" = on ] && scraper_start "$WORK/scrapes.txt"
+    for bench in "${BENCHES[@]}"; do
+      IFS='|' read -r name _ flags <<<"$bench"
+      # shellcheck disable=SC2086 # flags are words on purpose
+      "$BENCH_BIN" bench kv --endpoints "$(cluster_endpoints nines)" $flags $COMMON -w json \
+        >"$WORK/results/$mode/$name.$round.json" 2>"$WORK/results/$mode/$name.$round.err" ||
+        die "$mode $name round $round failed: $(tail -n 5 "$WORK/results/$mode/$name.$round.err")"
+      log "round $round scraper $mode $name: $(jq -r '"\(.throughput_ops_s | floor) ops/s, p99 \(.latency_ms.p99) ms, \(.errors) errors"' \
+        "$WORK/results/$mode/$name.$round.json")"
+    done
+    scraper_stop
+  done
+done
+
+median() {
+  local mode=$1 name=$2 field=$3
+  jq -s "map($field) | sort | if length % 2 == 1 then .[length / 2 | floor]
+    else (.[length / 2 - 1] + .[length / 2]) / 2 end" "$WORK/results/$mode/$name".*.json
+}
+total() { jq -s "map($1) | add" "$WORK/results/$2/$3".*.json; }
+fmt() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
+
+passes=$(wc -l <"$WORK/scrapes.txt")
+scrape_bytes=$(awk '{ s += $1 } END { print (NR ? s / NR / 3 : 0) }' "$WORK/scrapes.txt")
+pass_ms=$(awk '{ print $2 * 1000 }' "$WORK/scrapes.txt" | sort -n | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }')
+section="$WORK/section.md"
+{
+  echo "### Cost on the write path"
+  echo
+  echo "Written by \`bench/metrics/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(commit_summary)."
+  echo "Machine: $(machine_summary). A 3-member nines cluster on loopback (\`nines server\`, default"
+  echo "settings); \`nines bench kv\` with $THREADS runtime threads on the same machine. \"Scraper on\": a loop"
+  echo "reads \`/metrics\` of all three members and \`/v1/dashboard\` of one (what an open dashboard asks for)"
+  echo "once a second, as Prometheus and a browser would. $ROUNDS alternating rounds (off, on) of $DURATION per"
+  echo "benchmark; every figure is the median over the rounds. Values 256 bytes, keys 16 bytes."
+  echo
+  echo "| benchmark | ops/s, scraper off | ops/s, scraper on | on/off | p50 ms off | p50 ms on | p99 ms off | p99 ms on | errors off | errors on |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for bench in "${BENCHES[@]}"; do
+    IFS='|' read -r name label _ <<<"$bench"
+    off=$(median off "$name" .throughput_ops_s)
+    on=$(median on "$name" .throughput_ops_s)
+    ratio=$(awk -v a="$on" -v b="$off" 'BEGIN { print (b > 0 ? a / b : 0) }')
+    echo "| $label | $(fmt "$off" 0) | $(fmt "$on" 0) | $(fmt "$ratio" 3) | $(fmt "$(median off "$name" .latency_ms.p50)" 2) | $(fmt "$(median on "$name" .latency_ms.p50)" 2) | $(fmt "$(median off "$name" .latency_ms.p99)" 2) | $(fmt "$(median on "$name" .latency_ms.p99)" 2) | $(total .errors off "$name") | $(total .errors on "$name") |"
+  done
+  echo
+  echo "- Scrape passes made: $passes; one member's \`/metrics\` is $(fmt "$scrape_bytes" 0) bytes; a pass over three"
+  echo "  members plus one dashboard view took $(fmt "$pass_ms" 1) ms (median, includes starting curl)."
+  echo "- Load average of the machine (1/5/15 min) before the first round: $LOAD_BEFORE; after the last: $(load_average)."
+  echo
+  echo "Commands (\$ENDPOINTS: the three client endpoints):"
+  echo
+  for bench in "${BENCHES[@]}"; do
+    IFS='|' read -r _ _ flags <<<"$bench"
+    echo "    nines bench kv --endpoints \$ENDPOINTS $flags $COMMON -w json"
+  done
+  echo "    # scraper on: every second, curl http://MEMBER/metrics for each member and http://MEMBER/v1/dashboard once"
+  echo
+} >"$section"
+replace_section "$RESULTS" "## Metrics and dashboard" "### Cost on the write path" "$section"
+cat "$section"
