@@ -48,6 +48,62 @@ pub struct ListenerMetrics {
     pub header_timeouts: AtomicU64,
     /// TCP connections that found no backend to connect to.
     pub tcp_connect_failed: AtomicU64,
+    /// Time from a request's arrival to its response head.
+    pub latency: LatencyHistogram,
+}
+
+/// Upper bounds (seconds) of the request latency histogram's buckets.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram of plain atomics, so observing never takes a lock.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    /// Sum of the observations, in nanoseconds.
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one observation.
+    pub fn observe(&self, elapsed: std::time::Duration) {
+        let secs = elapsed.as_secs_f64();
+        let i = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// (sum in seconds, count, per-bucket counts). The count is the
+    /// buckets' total, so a scrape racing an observation stays consistent.
+    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_SECONDS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
+        (
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            count,
+            buckets,
+        )
+    }
 }
 
 impl ListenerMetrics {
@@ -55,6 +111,12 @@ impl ListenerMetrics {
     pub fn count_status(&self, status: u16) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response status and the time it took to answer.
+    pub fn observe(&self, status: u16, elapsed: std::time::Duration) {
+        self.count_status(status);
+        self.latency.observe(elapsed);
     }
 }
 
@@ -243,6 +305,21 @@ impl Collector for Scrape {
             "Client connections open now.",
             &active,
         )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "request_duration_seconds",
+                "Time from a request's arrival to its response head, by listener.",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (name, m) in &listeners {
+                let (sum, count, buckets) = m.latency.read();
+                let labels: Labels = vec![("listener", name.clone())];
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+            }
+        }
         self.encode_backends(&mut encoder)?;
         counter_family(
             &mut encoder,

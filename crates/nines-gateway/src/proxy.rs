@@ -213,7 +213,7 @@ pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Respon
         .as_ref()
         .map(|_| request.uri().path().to_owned());
     let response = route_and_forward(&ctx, &runtime, request).await;
-    metrics.count_status(response.status().as_u16());
+    metrics.observe(response.status().as_u16(), started.elapsed());
     if let (Some(log), Some(path)) = (&runtime.access_log, path) {
         log.record(
             ctx.peer,

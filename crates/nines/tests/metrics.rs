@@ -238,3 +238,116 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Kills and reaps a child process on drop.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `nines demo-backend` on a free port; returns it and its address.
+fn demo_backend(name: &str) -> anyhow::Result<(Guard, String)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(support::exe())
+        .args(["demo-backend", "--port", "0", "--name", name])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let guard = Guard(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .with_context(|| format!("no address: {line:?}"))?;
+    Ok((guard, addr.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_metrics_parse_and_count_requests_latency_retries_and_ejections() {
+    let (_alpha, alpha) = demo_backend("alpha").expect("demo backend");
+    // A backend nobody listens on: every attempt on it fails to connect,
+    // is retried on alpha, and ejects it passively.
+    let ports = nines_testkit::free_ports(3).expect("ports");
+    let dead = format!("127.0.0.1:{}", ports[0]);
+    let listen = format!("127.0.0.1:{}", ports[1]);
+    let admin = format!("127.0.0.1:{}", ports[2]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nworker_threads = 1\nadmin = \"{admin}\"\n\n\
+             [[listener]]\nname = \"web\"\nbind = \"{listen}\"\nprotocol = \"http\"\n\n\
+             [[listener.route]]\npath_prefix = \"/\"\ncluster = \"web\"\n\n\
+             [[cluster]]\nname = \"web\"\nbalance = \"round_robin\"\n\
+             backends = [{{ addr = \"{alpha}\" }}, {{ addr = \"{dead}\" }}]\n\n\
+             [cluster.retry]\nattempts = 2\non = [\"connect-failure\"]\n\n\
+             [cluster.passive]\nconsecutive_failures = 1\nejection_time = \"30s\"\n"
+        ),
+    )
+    .expect("config");
+    let _gateway = Guard(
+        std::process::Command::new(support::exe())
+            .arg("gateway")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(&admin, "/metrics").await.is_none() {
+        assert!(Instant::now() < deadline, "gateway admin never answered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..10 {
+        let (status, _) = http_get(&listen, "/").await.expect("proxied");
+        assert_eq!(status, 200, "every request ends on alpha");
+    }
+    let expo = scrape(&admin).await.expect("gateway /metrics");
+    let web = [("listener", "web")];
+    for (name, kind) in [
+        ("nines_gateway_requests", OpenMetricsType::Counter),
+        ("nines_gateway_responses", OpenMetricsType::Counter),
+        ("nines_gateway_retries", OpenMetricsType::Counter),
+        ("nines_gateway_connections_active", OpenMetricsType::Gauge),
+        (
+            "nines_gateway_request_duration_seconds",
+            OpenMetricsType::Histogram,
+        ),
+        ("nines_gateway_backend_requests", OpenMetricsType::Counter),
+        ("nines_gateway_backend_failures", OpenMetricsType::Counter),
+        ("nines_gateway_backend_ejections", OpenMetricsType::Counter),
+        ("nines_gateway_backend_up", OpenMetricsType::Gauge),
+    ] {
+        let fam = expo
+            .families
+            .get(name)
+            .unwrap_or_else(|| panic!("family {name} missing"));
+        assert_eq!(fam.family_type, kind, "type of {name}");
+    }
+    assert!(must(&expo, "nines_gateway_requests", &web) >= 10.0);
+    assert!(
+        must(
+            &expo,
+            "nines_gateway_responses",
+            &[("listener", "web"), ("class", "2xx")]
+        ) >= 10.0
+    );
+    assert!(must(&expo, "nines_gateway_request_duration_seconds", &web) >= 10.0);
+    assert!(must(&expo, "nines_gateway_retries", &web) >= 1.0);
+    let alpha_l = [("cluster", "web"), ("backend", alpha.as_str())];
+    let dead_l = [("cluster", "web"), ("backend", dead.as_str())];
+    assert!(must(&expo, "nines_gateway_backend_requests", &alpha_l) >= 10.0);
+    assert!(must(&expo, "nines_gateway_backend_failures", &dead_l) >= 1.0);
+    assert!(must(&expo, "nines_gateway_backend_ejections", &dead_l) >= 1.0);
+    assert_eq!(must(&expo, "nines_gateway_backend_up", &dead_l), 0.0);
+    assert_eq!(must(&expo, "nines_gateway_backend_up", &alpha_l), 1.0);
+}
