@@ -97,15 +97,17 @@ pub async fn create_backup(
     let data = staging.create(crate::DATA_FILE)?;
     let mut writer = RecordWriter::new(data)
         .map_err(|e| BackupError::io(repo.locate(&id, crate::DATA_FILE), e))?;
-    let io_err = |e| BackupError::io(repo.locate(&id, crate::DATA_FILE), e);
+    let data_file = repo.locate(&id, crate::DATA_FILE);
+    let io_err = |e| BackupError::io(&data_file, e);
     let (start_revision, end_revision) = match parent {
         None => {
-            let end = read_full(client, &mut writer, deadline, opts, progress).await?;
+            let end = read_full(client, &data_file, &mut writer, deadline, opts, progress).await?;
             (1, end)
         }
         Some(p) => {
             read_events(
                 client,
+                &data_file,
                 &mut writer,
                 p.end_revision,
                 revision,
@@ -169,6 +171,7 @@ fn finish(writer: RecordWriter<Box<dyn Write + Send>>) -> std::io::Result<FileSt
 /// Writes every key at one revision; returns that revision.
 async fn read_full(
     client: &mut Client,
+    file: &str,
     writer: &mut RecordWriter<Box<dyn Write + Send>>,
     deadline: Instant,
     opts: &CreateOptions,
@@ -216,7 +219,7 @@ async fn read_full(
             });
             writer
                 .write(&record)
-                .map_err(|e| BackupError::io(crate::DATA_FILE, e))?;
+                .map_err(|e| BackupError::io(file, e))?;
             records += 1;
         }
         progress(Progress {
@@ -233,6 +236,7 @@ async fn read_full(
 /// Writes every event of revisions `after+1..=until`.
 async fn read_events(
     client: &mut Client,
+    file: &str,
     writer: &mut RecordWriter<Box<dyn Write + Send>>,
     after: i64,
     until: i64,
@@ -307,7 +311,7 @@ async fn read_events(
             };
             writer
                 .write(&record)
-                .map_err(|e| BackupError::io(crate::DATA_FILE, e))?;
+                .map_err(|e| BackupError::io(file, e))?;
             records += 1;
         }
         progress(Progress {

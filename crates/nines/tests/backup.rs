@@ -776,3 +776,48 @@ async fn a_backup_under_write_load_is_consistent_at_one_revision() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_backup_cleanly_and_changes_nothing() {
+    let src = source(1).await;
+    let eps = src.endpoints().join(",");
+    let mut c = client(&src.endpoints()).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    put_many(&mut c, &(0..3000).collect::<Vec<_>>(), 0, None).await;
+    let full = create(&eps, "full", &repo);
+    put_many(&mut c, &(0..3000).collect::<Vec<_>>(), 1, None).await;
+    // No space left, simulated by a file size limit of 16 KiB (with SIGXFSZ
+    // ignored, a write past it fails with EFBIG as a full disk fails with ENOSPC).
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 16; exec \"$0\" \"$@\"")
+        .arg(exe())
+        .args([
+            "--endpoints",
+            &eps,
+            "backup",
+            "create",
+            "--kind",
+            "full",
+            "--repo",
+        ])
+        .arg(&repo)
+        .output()
+        .expect("bash runs");
+    assert!(!out.status.success(), "the backup cannot fit in 16 KiB");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("data.zst") && err.contains("too large"),
+        "{err}"
+    );
+    assert_eq!(list(&repo).into_keys().collect::<Vec<_>>(), vec![full]);
+    assert_eq!(
+        std::fs::read_dir(repo.join("staging"))
+            .expect("staging")
+            .count(),
+        0,
+        "the partial set was removed"
+    );
+    assert!(verify(&repo).status.success());
+}
