@@ -163,7 +163,10 @@ fn srv_ports(dns: &str, name: &str) -> anyhow::Result<Vec<u16>> {
 
 /// Ports of the backends the gateway's cluster `web` holds (admin view).
 async fn gateway_ports(admin: &str) -> anyhow::Result<Vec<u16>> {
-    let (status, body) = call(admin, "GET", "/admin/backends", None).await?;
+    // A gateway still starting has no admin listener yet: no backends.
+    let Ok((status, body)) = call(admin, "GET", "/admin/backends", None).await else {
+        return Ok(Vec::new());
+    };
     ensure!(status == 200, "{status} {body}");
     let mut ports: Vec<u16> = body["clusters"][0]["backends"]
         .as_array()
@@ -200,8 +203,10 @@ where
     }
 }
 
-/// A gateway config following service `web`, with retries on connect
-/// failures, and its admin listener.
+/// A gateway config following service `web` and its admin listener. Until
+/// the registry marks a killed backend critical, requests to it fail over:
+/// retries on connect failures (not limited by the retry budget) and
+/// passive ejection after one failure.
 fn gateway_config(dir: &Path) -> anyhow::Result<(std::path::PathBuf, SocketAddr, SocketAddr)> {
     let listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let admin = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
@@ -211,7 +216,8 @@ fn gateway_config(dir: &Path) -> anyhow::Result<(std::path::PathBuf, SocketAddr,
         format!(
             "[gateway]\nworker_threads = 1\nadmin = \"{admin}\"\n\n[[listener]]\nname = \"web\"\nbind = \"{listen}\"\n\
              protocol = \"http\"\ncluster = \"web\"\n\n[[cluster]]\nname = \"web\"\nbalance = \"round_robin\"\n\
-             service = \"web\"\n\n[cluster.retry]\nattempts = 3\non = [\"connect-failure\", \"reset\", \"timeout\"]\n"
+             service = \"web\"\n\n[cluster.retry]\nattempts = 3\non = [\"connect-failure\", \"reset\", \"timeout\"]\n\
+             budget_percent = 100\n\n[cluster.passive]\nconsecutive_failures = 1\nejection_time = \"2s\"\n"
         ),
     )?;
     Ok((path, listen, admin))
@@ -675,6 +681,245 @@ fn blocking_query_answers_on_change_or_at_wait_with_the_same_index() -> anyhow::
         assert!(answer["index"].as_i64() > Some(index), "{answer}");
         assert_eq!(answer["index"], put["index"], "{answer} {put}");
         assert_eq!(answer["instances"].as_array().map(Vec::len), Some(2));
+        Ok(())
+    })
+}
+
+/// The `checker` and `status` of one instance, as member `http` sees it.
+async fn instance_state(http: &str, service: &str, id: &str) -> anyhow::Result<(String, String)> {
+    let (status, body) = call(
+        http,
+        "GET",
+        &format!("/v1/services/{service}/instances/{id}"),
+        None,
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    Ok((
+        body["checker"].as_str().unwrap_or_default().to_string(),
+        body["status"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+#[test]
+fn checks_of_a_killed_member_continue_on_the_others() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let mut c = cluster(3).await?;
+        let https: Vec<String> = c.members.iter().map(|m| m.http.clone()).collect();
+        for h in &https {
+            dns_addr(h).await?;
+        }
+        // Six instances over three members: each member checks some.
+        let mut backends = Vec::new();
+        for i in 0..6 {
+            let (guard, addr) = backend(&format!("b{i}"), 0)?;
+            let (status, body) = call(
+                &https[0],
+                "PUT",
+                &format!("/v1/services/svc/instances/i{i}"),
+                Some(&register_body(addr, 300)),
+            )
+            .await?;
+            ensure!(status == 200, "{status} {body}");
+            backends.push(Some(guard));
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let owners = loop {
+            let mut owners = Vec::new();
+            for i in 0..6 {
+                owners.push(instance_state(&https[0], "svc", &format!("i{i}")).await?);
+            }
+            if owners.iter().all(|(_, s)| s == "passing") {
+                break owners;
+            }
+            ensure!(Instant::now() < deadline, "never all passing: {owners:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        // Kill the member that checks i0 (never the one whose API we read).
+        let victim_name = owners[0].0.clone();
+        let victim = c.members.iter().position(|m| m.name == victim_name).context("owner is a member")?;
+        let watcher = (victim + 1) % 3;
+        let orphans: Vec<usize> = (0..6).filter(|i| owners[*i].0 == victim_name).collect();
+        c.kill(victim);
+        let killed = Instant::now();
+        // Failure detection: its presence lease (2 s) expires; allow a leader
+        // election on top.
+        let deadline = killed + Duration::from_secs(6);
+        loop {
+            let (_, info) = call(&https[watcher], "GET", "/v1/registry", None).await?;
+            let live: Vec<&str> = info["checkers"].as_array().map_or_else(Vec::new, |a| a.iter().filter_map(Value::as_str).collect());
+            if !live.contains(&victim_name.as_str()) && live.len() == 2 {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "{victim_name} never left the checkers: {info}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let detected_after = killed.elapsed();
+        // Its checks run elsewhere: killing their backends turns them
+        // critical within interval * fall + 1 s.
+        for i in &orphans {
+            backends[*i] = None;
+        }
+        let stopped = Instant::now();
+        for i in &orphans {
+            let deadline = stopped + Duration::from_millis(300 * 2 + 1000);
+            loop {
+                let (checker, status) = instance_state(&https[watcher], "svc", &format!("i{i}")).await?;
+                if status == "critical" {
+                    assert_ne!(checker, victim_name);
+                    break;
+                }
+                ensure!(Instant::now() < deadline, "i{i} still {status} (checker {checker:?})");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        eprintln!(
+            "{victim_name} checked {} instances; others took over {detected_after:?} after the kill; critical {:?} after their backends died",
+            orphans.len(),
+            stopped.elapsed()
+        );
+        Ok(())
+    })
+}
+
+#[test]
+fn wrk_through_the_gateway_sees_no_errors_while_backends_leave_die_and_join() -> anyhow::Result<()>
+{
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let c = cluster(1).await?;
+        let http = c.members[0].http.clone();
+        dns_addr(&http).await?;
+        let mut backends = Vec::new();
+        for i in 1..=4 {
+            backends.push(backend(&format!("web-{i}"), 0)?);
+        }
+        for (i, (_, addr)) in backends.iter().enumerate().take(3) {
+            let path = format!("/v1/services/web/instances/web-{}", i + 1);
+            let (status, body) =
+                call(&http, "PUT", &path, Some(&register_body(*addr, 300))).await?;
+            ensure!(status == 200, "{status} {body}");
+        }
+        let first: Vec<u16> = {
+            let mut p: Vec<u16> = backends.iter().take(3).map(|(_, a)| a.port()).collect();
+            p.sort_unstable();
+            p
+        };
+        let dir = tempfile::tempdir()?;
+        let (config, listen, admin) = gateway_config(dir.path())?;
+        let _gateway = gateway(&config, &c.members[0].client)?;
+        let admin = admin.to_string();
+        until(Duration::from_secs(10), &first, || gateway_ports(&admin)).await?;
+
+        let wrk = Command::new("wrk")
+            .args(["-t1", "-c8", "-d6s", &format!("http://{listen}/")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("wrk runs (install it with scripts/install-test-deps.sh)")?;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (status, _) = call(&http, "DELETE", "/v1/services/web/instances/web-1", None).await?;
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (guard, _) = backends.remove(1);
+        drop(guard); // web-2 dies
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let new_addr = backends[2].1;
+        let (status, _) = call(
+            &http,
+            "PUT",
+            "/v1/services/web/instances/web-4",
+            Some(&register_body(new_addr, 300)),
+        )
+        .await?;
+        assert_eq!(status, 200);
+        let out = tokio::task::spawn_blocking(move || wrk.wait_with_output()).await??;
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        ensure!(
+            out.status.success(),
+            "wrk failed: {report} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!report.contains("Non-2xx"), "{report}");
+        assert!(!report.contains("Socket errors"), "{report}");
+        let requests: u64 = report
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .split_once(" requests in ")
+                    .and_then(|(n, _)| n.parse().ok())
+            })
+            .context("wrk request count")?;
+        assert!(requests > 100, "{report}");
+        // The gateway now holds web-3 and web-4, and web-4 served traffic.
+        let mut now: Vec<u16> = vec![backends[1].1.port(), new_addr.port()];
+        now.sort_unstable();
+        until(Duration::from_secs(3), &now, || gateway_ports(&admin)).await?;
+        let (_, view) = call(&admin, "GET", "/admin/backends", None).await?;
+        let served = view["clusters"][0]["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|b| b["addr"] == new_addr.to_string())
+            .and_then(|b| b["requests"].as_u64())
+            .unwrap_or(0);
+        assert!(served > 0, "the added backend got no traffic: {view}");
+        eprintln!("wrk: {requests} requests, all 2xx");
+        Ok(())
+    })
+}
+
+#[test]
+fn big_udp_answers_are_truncated_and_tcp_carries_them_whole() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let c = cluster(1).await?;
+        let http = c.members[0].http.clone();
+        let dns = dns_addr(&http).await?;
+        for i in 0..40 {
+            let body = format!(
+                r#"{{"address":"127.0.0.{}","port":{},"weight":{},"tags":["t{}"]}}"#,
+                i + 1,
+                9000 + i,
+                i + 1,
+                i % 2
+            );
+            let (status, answer) = call(
+                &http,
+                "PUT",
+                &format!("/v1/services/big/instances/b{i}"),
+                Some(&body),
+            )
+            .await?;
+            ensure!(status == 200, "{status} {answer}");
+        }
+        let udp = dig(
+            &dns,
+            &["+bufsize=512", "+ignore", "big.service.nines", "SRV"],
+        )?;
+        let flags = udp
+            .lines()
+            .find(|l| l.contains(";; flags:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(flags.contains(" tc"), "no TC bit: {udp}");
+        let noedns = dig(&dns, &["+noedns", "+ignore", "big.service.nines", "A"])?;
+        assert!(
+            noedns
+                .lines()
+                .any(|l| l.contains(";; flags:") && l.contains(" tc")),
+            "{noedns}"
+        );
+        // dig retries over TCP by itself and gets every record.
+        assert_eq!(srv_ports(&dns, "big.service.nines")?.len(), 40);
+        let tcp_a = dig(&dns, &["+tcp", "big.service.nines", "A", "+short"])?;
+        assert_eq!(tcp_a.lines().count(), 40);
+        // Tags and weights.
+        let tagged = dig(&dns, &["t1.big.service.nines", "SRV", "+short"])?;
+        assert_eq!(tagged.lines().count(), 20, "{tagged}");
+        let srv = dig(&dns, &["+tcp", "big.service.nines", "SRV", "+short"])?;
+        assert!(srv.lines().any(|l| l.starts_with("1 40 9039 ")), "{srv}");
         Ok(())
     })
 }
