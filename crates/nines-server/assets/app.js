@@ -70,54 +70,80 @@ function drawCluster(v) {
   tbody.replaceChildren(...rows);
 }
 
-// The registry's answer is drawn from whatever fields it carries: a list of
-// services, or an object with a `services` list, or a map by name.
+// The registry's list: `{"services": [{"name", "instances", "passing"}]}`.
+// Each service's instances come from /v1/services/NAME/instances. The page
+// remembers the status changes it has seen, as a short recent history.
+const SERVICES_SHOWN_MAX = 20;
+const HISTORY_MAX = 12;
+const lastStatus = new Map();
+const history = [];
+
 function serviceEntries(body) {
   if (Array.isArray(body)) return body;
   if (body && Array.isArray(body.services)) return body.services;
-  if (body && typeof body === "object") {
-    return Object.entries(body).map(([name, s]) => Object.assign({ name }, typeof s === "object" ? s : { value: s }));
-  }
   return [];
 }
 
-function describeService(s) {
-  const name = typeof s === "string" ? s : (s.name || s.service || s.id || "?");
-  const parts = [];
-  const inst = s && Array.isArray(s.instances) ? s.instances : null;
-  if (inst) {
-    const healthy = inst.filter((i) => i.healthy === true || i.state === "passing" || i.state === "healthy" || i.health === "passing" || i.status === "passing").length;
-    parts.push(healthy + "/" + inst.length + " healthy");
-  } else {
-    for (const k of ["healthy", "instances", "instance_count", "passing", "total"]) {
-      if (s && typeof s[k] === "number") parts.push(k + " " + s[k]);
-    }
+function noteStatus(service, inst) {
+  const key = service + "/" + inst.id;
+  const before = lastStatus.get(key);
+  if (before !== undefined && before !== inst.status) {
+    history.unshift(new Date().toLocaleTimeString() + "  " + key + ": " + before + " → " + inst.status);
+    history.length = Math.min(history.length, HISTORY_MAX);
   }
-  return name + (parts.length ? " — " + parts.join(", ") : "");
+  lastStatus.set(key, inst.status);
 }
 
-function drawServices(res) {
+function drawInstance(service, inst) {
+  noteStatus(service, inst);
+  const li = el("li", null, "instance");
+  li.dataset.id = inst.id;
+  li.appendChild(el("span", inst.status, inst.status === "passing" ? "health-ok" : "health-bad"));
+  li.appendChild(el("span", " " + inst.id + "  " + inst.address + ":" + inst.port + "  (" + inst.check + ")"));
+  if (inst.since_ms) {
+    li.appendChild(el("span", "  since " + new Date(inst.since_ms).toLocaleTimeString(), "muted"));
+  }
+  return li;
+}
+
+async function drawServices(res) {
   const box = document.getElementById("services");
-  if (res.status === 404) {
-    box.replaceChildren(el("span", "no registry on this member"));
+  const note = (text) => {
+    box.replaceChildren(el("span", text));
     box.className = "muted";
-    return;
-  }
-  if (res.status !== 200) {
-    box.replaceChildren(el("span", res.status ? "registry answered " + res.status : "registry not reachable"));
-    box.className = "muted";
-    return;
-  }
-  const list = serviceEntries(res.body);
-  if (list.length === 0) {
-    box.replaceChildren(el("span", "no services registered"));
-    box.className = "muted";
-    return;
-  }
+  };
+  if (res.status === 404) return note("no registry on this member");
+  if (res.status !== 200) return note(res.status ? "registry answered " + res.status : "registry not reachable");
+  const list = serviceEntries(res.body).slice(0, SERVICES_SHOWN_MAX);
+  if (list.length === 0) return note("no services registered");
+  const answers = await Promise.all(list.map((s) =>
+    getJson("/v1/services/" + encodeURIComponent(s.name) + "/instances").catch(() => ({ status: 0, body: null }))));
   const ul = el("ul", null, "services");
-  for (const s of list) ul.appendChild(el("li", describeService(s)));
+  list.forEach((s, i) => {
+    const li = el("li", null, "service");
+    li.dataset.name = s.name;
+    const ok = typeof s.passing === "number" && s.passing > 0;
+    const head = el("div", null, "service-head");
+    head.appendChild(el("strong", s.name, "service-name"));
+    head.appendChild(el("span", "  " + dash(s.passing) + "/" + dash(s.instances) + " passing", ok ? "health-ok" : "health-bad"));
+    li.appendChild(head);
+    const insts = answers[i].body && Array.isArray(answers[i].body.instances) ? answers[i].body.instances : [];
+    if (insts.length) {
+      const sub = el("ul", null, "instances");
+      for (const inst of insts) sub.appendChild(drawInstance(s.name, inst));
+      li.appendChild(sub);
+    }
+    ul.appendChild(li);
+  });
   box.className = "";
-  box.replaceChildren(ul);
+  const parts = [ul];
+  if (history.length) {
+    parts.push(el("h3", "Recent changes"));
+    const h = el("ul", null, "history");
+    for (const line of history) h.appendChild(el("li", line));
+    parts.push(h);
+  }
+  box.replaceChildren(...parts);
 }
 
 let tick = 0;
@@ -138,9 +164,9 @@ async function poll() {
   }
   if (tick % SERVICES_EVERY === 0) {
     try {
-      drawServices(await getJson("/v1/services"));
+      await drawServices(await getJson("/v1/services"));
     } catch (e) {
-      drawServices({ status: 0, body: null });
+      await drawServices({ status: 0, body: null });
     }
   }
   tick++;

@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
 //! the W3C WebDriver protocol by chromedriver, loads the page of a running
-//! 3-member cluster, reads the leader and every member by name and the
-//! services panel, then the leader is killed with `kill -9` and the page must
+//! 3-member cluster, reads the leader and every member by name and a
+//! registered service in the services panel, then the leader is killed with `kill -9` and the page must
 //! name the new leader within 3 s. Screenshots before and after are saved
 //! under the target directory and their paths printed. Without Chromium the
 //! test fails and says how to install it.
@@ -311,23 +311,33 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
         .await
         .expect("role");
     assert_eq!(leader_role, "leader");
-    // The services panel answers: the registry's services or a plain note
-    // that this member has none.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let services = loop {
-        let t = browser.text_of("#services").await.expect("services");
-        if !t.is_empty() && !t.starts_with("loading") {
-            break t;
+    // The services panel shows a registered service and its instance.
+    let body = r#"{"address": "127.0.0.1", "port": 8081, "check": "none"}"#;
+    let (status, answer) = nines_testkit::http_request(
+        &c.members[host].http,
+        "PUT",
+        "/v1/services/web/instances/web-1",
+        Some(body),
+    )
+    .await
+    .expect("registry answers");
+    assert!((200..300).contains(&status), "register: {status} {answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let service = browser
+            .text_of("#services li.service[data-name='web']")
+            .await
+            .expect("services");
+        if service.contains("1/1 passing") && service.contains("web-1") {
+            break;
         }
-        assert!(Instant::now() < deadline, "services panel still loading");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        services.contains("registry")
-            || services.contains("service")
-            || services.contains("healthy"),
-        "services panel: {services:?}"
-    );
+        assert!(
+            Instant::now() < deadline,
+            "services panel shows {:?}",
+            browser.text_of("#services").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     browser
         .screenshot(&dir.join("dashboard-before-kill.png"))
