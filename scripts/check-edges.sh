@@ -13,6 +13,8 @@ forbid() { # forbid CRATE DEP: CRATE must not depend (even indirectly) on DEP
 for dep in openraft tonic hyper tokio nines-raft nines-server; do forbid nines-store "$dep"; done
 for dep in nines-server nines-gateway nines-chaos; do forbid nines-raft "$dep"; done
 for dep in openraft nines-raft nines-server nines-store; do forbid nines-gateway "$dep"; done
+for dep in openraft nines-raft nines-server nines-store; do forbid nines-registry "$dep"; done
+forbid nines-gateway nines-registry
 for dep in openraft nines-raft nines-server; do forbid nines-backup "$dep"; done
 [ "$fail" = 0 ] && echo "crate edges ok"
 exit "$fail"
