@@ -5,14 +5,21 @@
 //! Writing data dirs from the store is the caller's job.
 //!
 //! The rebuilt store holds the same keys, values and lease attachments as the
-//! source at the target revision. Its revisions are new: keys are written in
-//! the order of their source `mod_revision`, one revision each, as a new
-//! cluster with a new cluster id (the same choice `etcdutl snapshot restore`
-//! leaves to `--bump-revision`).
+//! source at the target revision, and every key keeps its `mod_revision`:
+//! keys are written in source revision order, the keys of one source
+//! revision in one transaction, and the revisions between them are taken by
+//! writes to a padding key that is deleted at the end. The store then ends at
+//! the target revision (or one past it) with its history compacted there, so
+//! the new cluster goes on from the source's revision and a watch from an
+//! older revision is told it was compacted (as `etcdutl snapshot restore
+//! --mark-compacted` does). `create_revision` and `version` are not kept:
+//! each key is created once.
 
 use std::collections::BTreeMap;
 
-use nines_store::{Command, KeyValue, PutRequest, Store};
+use nines_store::{
+    Command, DeleteRangeRequest, KeyValue, PutRequest, RequestOp, Store, TxnRequest,
+};
 
 use crate::catalog::{for_each_record, resolve_chain, verify_set};
 use crate::error::BackupError;
@@ -144,19 +151,39 @@ fn build_store(
             })
             .result?;
     }
-    let mut ordered: Vec<KeyValue> = keys.into_values().collect();
-    ordered.sort_by(|a, b| (a.mod_revision, &a.key).cmp(&(b.mod_revision, &b.key)));
-    let key_count = ordered.len() as u64;
-    for kv in ordered {
-        store
-            .apply(&Command::Put(PutRequest {
+    let key_count = keys.len() as u64;
+    let mut pad = Padding::new(&keys);
+    let mut groups: BTreeMap<i64, Vec<RequestOp>> = BTreeMap::new();
+    for kv in keys.into_values() {
+        groups
+            .entry(kv.mod_revision)
+            .or_default()
+            .push(RequestOp::Put(PutRequest {
                 key: kv.key,
                 value: kv.value,
                 lease: kv.lease,
                 ..PutRequest::default()
-            }))
-            .result?;
+            }));
     }
+    for (mod_revision, mut puts) in groups {
+        pad.advance_to(&mut store, mod_revision - 1)?;
+        // Keys written by one source revision are written by one revision here.
+        let cmd = if puts.len() == 1 {
+            match puts.pop().expect("one put") {
+                RequestOp::Put(p) => Command::Put(p),
+                _ => unreachable!("only puts are grouped"),
+            }
+        } else {
+            Command::Txn(TxnRequest {
+                compare: Vec::new(),
+                success: puts,
+                failure: Vec::new(),
+            })
+        };
+        store.apply(&cmd).result?;
+    }
+    pad.advance_to(&mut store, target)?;
+    pad.finish(&mut store)?;
     let summary = RestoreSummary {
         revision: target,
         sets: chain
@@ -171,4 +198,79 @@ fn build_store(
     };
     debug_assert_eq!(store.key_count() as u64, summary.keys, "restore of {id}");
     Ok((store, summary))
+}
+
+/// Takes the revisions between restored writes: alternately puts and deletes
+/// a key that is in no restored set, compacting now and then so its history
+/// stays small, and at the end deletes it and compacts at the final revision.
+struct Padding {
+    key: Vec<u8>,
+    live: bool,
+    steps: u64,
+}
+
+/// Padding writes between compactions of the padding key's history.
+const PADDING_COMPACT_EVERY: u64 = 65_536;
+
+impl Padding {
+    fn new(keys: &BTreeMap<Vec<u8>, KeyValue>) -> Padding {
+        let mut key = b"\xff\xffnines-backup-restore-padding".to_vec();
+        // Bounded: each attempt adds a byte, and the set has finitely many keys.
+        while keys.contains_key(&key) {
+            key.push(b'_');
+        }
+        Padding {
+            key,
+            live: false,
+            steps: 0,
+        }
+    }
+
+    fn step(&mut self, store: &mut Store) -> Result<(), BackupError> {
+        let cmd = if self.live {
+            Command::DeleteRange(DeleteRangeRequest {
+                key: self.key.clone(),
+                ..DeleteRangeRequest::default()
+            })
+        } else {
+            Command::Put(PutRequest {
+                key: self.key.clone(),
+                ..PutRequest::default()
+            })
+        };
+        store.apply(&cmd).result?;
+        self.live = !self.live;
+        self.steps += 1;
+        if self.steps.is_multiple_of(PADDING_COMPACT_EVERY) {
+            store
+                .apply(&Command::Compact {
+                    revision: store.revision(),
+                })
+                .result?;
+        }
+        Ok(())
+    }
+
+    /// Writes padding until the store is at `revision` (never backwards).
+    fn advance_to(&mut self, store: &mut Store, revision: i64) -> Result<(), BackupError> {
+        // Each step moves the revision by exactly one, so this ends.
+        while store.revision() < revision {
+            self.step(store)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, store: &mut Store) -> Result<(), BackupError> {
+        if self.live {
+            self.step(store)?;
+        }
+        if store.revision() > store.compact_revision() {
+            store
+                .apply(&Command::Compact {
+                    revision: store.revision(),
+                })
+                .result?;
+        }
+        Ok(())
+    }
 }

@@ -354,3 +354,33 @@ fn prune_removes_whole_old_chains_dependants_first() {
     .expect("prune");
     assert!(report.removed.is_empty());
 }
+
+#[test]
+fn restored_keys_keep_their_mod_revision_and_history_before_is_compacted() {
+    let (_tmp, repo) = sample_repo();
+    let (s, sum) = restore_store(&repo, "I2", None).expect("restore");
+    let got: Vec<(String, i64)> = s
+        .range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            ..RangeRequest::default()
+        })
+        .expect("range")
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                kv.mod_revision,
+            )
+        })
+        .collect();
+    let want: Vec<(String, i64)> = [("b", 5), ("d", 13), ("e", 13), ("f", 14)]
+        .iter()
+        .map(|(k, r)| (k.to_string(), *r))
+        .collect();
+    assert_eq!(got, want);
+    assert!(s.revision() == sum.revision || s.revision() == sum.revision + 1);
+    assert_eq!(s.compact_revision(), s.revision());
+    s.check_invariants();
+}

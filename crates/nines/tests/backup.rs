@@ -377,6 +377,44 @@ async fn full_incr_diff_incr_each_restore_byte_for_byte_into_a_new_cluster() {
             got.len(),
             expected.len()
         );
+        // Every key keeps its mod_revision, and the new cluster goes on from
+        // the source's revision.
+        let json = |eps: &str, rev: i64| -> serde_json::Value {
+            let rev_arg = format!("--rev={rev}");
+            let mut args = vec!["get", "", "--from-key", "-w", "json"];
+            if rev > 0 {
+                args.push(&rev_arg);
+            }
+            let (code, out, err) = etcdctl(eps, &args);
+            assert_eq!(code, 0, "{err}");
+            serde_json::from_str(&out).expect("json")
+        };
+        let mods = |v: &serde_json::Value| -> Vec<(String, i64)> {
+            v["kvs"]
+                .as_array()
+                .map(|kvs| {
+                    kvs.iter()
+                        .map(|kv| {
+                            (
+                                kv["key"].as_str().expect("key").to_string(),
+                                kv["mod_revision"].as_i64().expect("mod_revision"),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let restored_json = json(&restored.endpoints.join(","), 0);
+        assert!(
+            mods(&restored_json) == mods(&json(&eps, rev)),
+            "backup {id}: mod_revisions differ"
+        );
+        assert!(
+            restored_json["header"]["revision"]
+                .as_i64()
+                .expect("revision")
+                >= rev
+        );
         // Leased keys keep their lease, which is alive with its TTL refreshed.
         let (_, out, _) = etcdctl(
             &restored.endpoints.join(","),
