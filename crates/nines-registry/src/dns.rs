@@ -353,3 +353,145 @@ pub async fn serve(addr: SocketAddr, handler: DnsHandler) -> Result<DnsServer, R
     });
     Ok(DnsServer { addr: bound, task })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{health_key, instance_key, Check, HealthRecord, Instance, Status};
+
+    fn catalog() -> watch::Receiver<Arc<Catalog>> {
+        let mut c = Catalog::new(1);
+        let instances = [
+            ("a", "127.0.0.1", 8001, "blue", Status::Passing),
+            ("b", "::1", 8002, "green", Status::Passing),
+            ("c", "127.0.0.3", 8003, "blue", Status::Critical),
+        ];
+        for (id, address, port, tag, status) in instances {
+            let instance = Instance {
+                service: "web".into(),
+                id: id.into(),
+                address: address.parse().unwrap(),
+                port,
+                weight: 7,
+                tags: vec![tag.into()],
+                meta: BTreeMap::new(),
+                check: Check::Tcp {
+                    addr: "127.0.0.1:1".parse().unwrap(),
+                    probe: crate::model::Probe {
+                        interval_ms: 1000,
+                        timeout_ms: 500,
+                        rise: 1,
+                        fall: 1,
+                    },
+                },
+                deregister_after_ms: None,
+                lease: 0,
+            };
+            let health = HealthRecord {
+                status,
+                output: String::new(),
+                since_ms: 0,
+                checker: "n1".into(),
+            };
+            c.apply_put(
+                instance_key("web", id).as_bytes(),
+                &serde_json::to_vec(&instance).unwrap(),
+                2,
+            );
+            c.apply_put(
+                health_key("web", id).as_bytes(),
+                &serde_json::to_vec(&health).unwrap(),
+                3,
+            );
+        }
+        c.loaded = true;
+        watch::channel(Arc::new(c)).1
+    }
+
+    fn ask(name: &str, record_type: RecordType) -> Answer {
+        DnsHandler::new(catalog(), 5).answer(&Name::from_ascii(name).unwrap(), record_type)
+    }
+
+    #[test]
+    fn healthy_instances_answer_a_aaaa_and_srv() {
+        let a = ask("web.service.nines.", RecordType::A);
+        assert_eq!(a.code, ResponseCode::NoError);
+        assert_eq!(a.answers.len(), 1, "only the passing IPv4 instance");
+        let aaaa = ask("WEB.Service.Nines.", RecordType::AAAA);
+        assert_eq!(aaaa.answers.len(), 1);
+        let srv = ask("web.service.nines.", RecordType::SRV);
+        assert_eq!(srv.answers.len(), 2);
+        assert_eq!(srv.additionals.len(), 2);
+        let RData::SRV(first) = srv.answers[0].data() else {
+            panic!("not SRV: {:?}", srv.answers[0]);
+        };
+        assert_eq!((first.port(), first.weight()), (8001, 7));
+        assert_eq!(first.target(), &addr_name("127.0.0.1".parse().unwrap()));
+        let target = ask(&first.target().to_string(), RecordType::A);
+        assert_eq!(target.answers.len(), 1);
+    }
+
+    #[test]
+    fn tags_unknown_names_and_foreign_zones() {
+        assert_eq!(
+            ask("blue.web.service.nines.", RecordType::SRV)
+                .answers
+                .len(),
+            1
+        );
+        assert_eq!(
+            ask("red.web.service.nines.", RecordType::SRV).answers.len(),
+            0
+        );
+        let unknown = ask("nope.service.nines.", RecordType::A);
+        assert_eq!(unknown.code, ResponseCode::NXDomain);
+        assert_eq!(unknown.authority.len(), 1, "SOA for negative caching");
+        let other_type = ask("web.service.nines.", RecordType::MX);
+        assert_eq!(
+            (other_type.code, other_type.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
+        assert_eq!(
+            ask("example.com.", RecordType::A).code,
+            ResponseCode::Refused
+        );
+        assert_eq!(
+            ask("zz.addr.nines.", RecordType::A).code,
+            ResponseCode::NXDomain
+        );
+        assert_eq!(
+            ask("a.b.c.web.service.nines.", RecordType::A).code,
+            ResponseCode::NXDomain
+        );
+    }
+
+    #[test]
+    fn addr_labels_round_trip() {
+        for ip in ["10.1.2.3", "::1", "2001:db8::7"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            let name = addr_name(ip);
+            let label = String::from_utf8_lossy(name.iter().next().unwrap()).into_owned();
+            assert_eq!(parse_addr_label(&label), Some(ip));
+        }
+        assert_eq!(parse_addr_label("abc"), None);
+    }
+
+    #[test]
+    fn oversized_answers_are_cut_with_tc() {
+        let query = hickory_proto::op::Query::query(
+            Name::from_ascii("web.service.nines.").unwrap(),
+            RecordType::SRV,
+        );
+        let mut answer = ask("web.service.nines.", RecordType::SRV);
+        let header = Header::new();
+        fit(&header, &query, &mut answer, 512);
+        assert!(!answer.truncated);
+        assert_eq!(answer.answers.len(), 2);
+        fit(&header, &query, &mut answer, 100);
+        assert!(answer.truncated);
+        assert!(answer.additionals.is_empty());
+        assert!(answer.answers.len() < 2);
+    }
+}

@@ -354,3 +354,40 @@ async fn registry_info(State(api): State<Api>, _headers: HeaderMap) -> Response 
     }))
     .into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn routes_build_without_conflicts() {
+        // The client connects lazily: no store is needed to build the router.
+        let registry = Registry::connect(&["http://127.0.0.1:1".to_string()])
+            .await
+            .expect("lazy client");
+        let (_sender, catalog) = watch::channel(Arc::new(Catalog::default()));
+        let _router = router(Api::new(registry, catalog, "n1".into(), None));
+    }
+
+    #[test]
+    fn blocking_parameters_are_checked() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(blocking(&q(&[])).unwrap().is_none());
+        let b = blocking(&q(&[("index", "7"), ("wait", "2s")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((b.index, b.wait), (7, Duration::from_secs(2)));
+        let capped = blocking(&q(&[("index", "7"), ("wait", "2h")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(capped.wait, BLOCKING_WAIT_MAX);
+        assert!(blocking(&q(&[("index", "-1")])).is_err());
+        assert!(blocking(&q(&[("index", "x")])).is_err());
+        assert!(blocking(&q(&[("index", "1"), ("wait", "-5s")])).is_err());
+    }
+}
