@@ -26,14 +26,14 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 
 [ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p nines
-NINES="$ROOT/target/release/nines"
+NINES=${NINES:-$ROOT/target/release/nines}
 RESULTS=${RESULTS:-$ROOT/bench/RESULTS.md}
 COMMIT=$(git rev-parse --short HEAD)
 
 WORK=$(mktemp -d /tmp/nines-registry-bench.XXXXXX)
 PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT

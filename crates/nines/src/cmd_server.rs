@@ -49,6 +49,10 @@ pub struct ServerArgs {
     /// TTL of registry DNS answers in seconds (default 5).
     #[arg(long)]
     pub dns_ttl: Option<u32>,
+    /// Run a gateway in this member from this config (TOML, as `nines
+    /// gateway`); `service = "NAME"` clusters follow this member's registry.
+    #[arg(long)]
+    pub gateway_config: Option<PathBuf>,
     /// Leader heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_interval: Option<u64>,
@@ -124,6 +128,7 @@ impl ServerArgs {
             http_addr,
             dns_addr,
             dns_ttl,
+            gateway_config,
             heartbeat_interval,
             election_timeout,
             snapshot_count,
@@ -270,6 +275,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
         None => ("127.0.0.1:8600".parse().expect("literal"), false),
     };
     let dns_ttl_secs = args.dns_ttl.unwrap_or(5);
+    let gateway_config = args.gateway_config.clone();
     let cfg = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -287,8 +293,32 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             })
             .await
             .context("registry")?;
-        nines_server::run_with_routes(cfg, registry.router(), crate::shutdown_signal())
-            .await
-            .map_err(|e| anyhow!("{e}"))
+        let gateway = match gateway_config {
+            Some(path) => Some(start_gateway(path, &registry).await?),
+            None => None,
+        };
+        let result =
+            nines_server::run_with_routes(cfg, registry.router(), crate::shutdown_signal())
+                .await
+                .map_err(|e| anyhow!("{e}"));
+        if let Some(gateway) = gateway {
+            gateway.shutdown().await;
+        }
+        result
     })
+}
+
+/// The gateway embedded in a member, following the member's registry.
+async fn start_gateway(
+    path: PathBuf,
+    registry: &nines_registry::MemberRegistry,
+) -> anyhow::Result<nines_gateway::Gateway> {
+    let config = nines_gateway::Config::load(&path)
+        .with_context(|| format!("--gateway-config {}", path.display()))?;
+    let resolver = std::sync::Arc::new(nines_registry::RegistryResolver::new(
+        registry.mirror().subscribe(),
+    ));
+    nines_gateway::Gateway::start(config, Some(path.clone()), Some(resolver))
+        .await
+        .with_context(|| format!("--gateway-config {}", path.display()))
 }

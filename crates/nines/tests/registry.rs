@@ -923,3 +923,44 @@ fn big_udp_answers_are_truncated_and_tcp_carries_them_whole() -> anyhow::Result<
         Ok(())
     })
 }
+
+#[test]
+fn a_member_runs_a_gateway_that_follows_its_registry() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    runtime().block_on(async {
+        let dir = tempfile::tempdir()?;
+        let (config, listen, admin) = gateway_config(dir.path())?;
+        let admin = admin.to_string();
+        let config = config.to_str().context("utf-8 path")?.to_string();
+        let c = Cluster::start(
+            exe(),
+            1,
+            &["--dns-addr", "127.0.0.1:0", "--gateway-config", &config],
+        )?;
+        c.wait_ready(Duration::from_secs(30)).await?;
+        let http = c.members[0].http.clone();
+        dns_addr(&http).await?;
+        let (_alpha, alpha) = backend("alpha", 0)?;
+        let body = format!(r#"{{"address":"127.0.0.1","port":{}}}"#, alpha.port());
+        let (status, answer) = call(
+            &http,
+            "PUT",
+            "/v1/services/web/instances/alpha",
+            Some(&body),
+        )
+        .await?;
+        ensure!(status == 200, "{status} {answer}");
+        until(Duration::from_secs(2), &[alpha.port()], || {
+            gateway_ports(&admin)
+        })
+        .await?;
+        let (status, text) = http_request(&listen.to_string(), "GET", "/", None)
+            .await
+            .context("gateway answers")?;
+        assert_eq!((status, text.trim()), (200, "alpha"));
+        let (status, _) = call(&http, "DELETE", "/v1/services/web/instances/alpha", None).await?;
+        assert_eq!(status, 200);
+        until(Duration::from_secs(2), &[], || gateway_ports(&admin)).await?;
+        Ok(())
+    })
+}
