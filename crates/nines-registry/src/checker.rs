@@ -141,7 +141,11 @@ impl State {
                 let Some(instance) = &instance_entry.instance else {
                     continue;
                 };
-                if !me_live {
+                // Instances without a check or a deregistration time need no
+                // owner; skipping them keeps a large catalog cheap to scan.
+                let needs_owner = !matches!(instance.check, Check::None)
+                    || instance.deregister_after_ms.is_some();
+                if !me_live || !needs_owner {
                     continue;
                 }
                 let key = format!("{service}/{id}");
