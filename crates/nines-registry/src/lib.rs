@@ -7,6 +7,7 @@
 //! watch), so the registry is replicated, watched and backed up like any other
 //! data, and the same code runs in a member, the CLI and a standalone gateway.
 
+pub mod availability;
 pub mod catalog;
 pub mod checker;
 pub mod dns;

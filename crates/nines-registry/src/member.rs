@@ -36,6 +36,7 @@ pub struct MemberRegistry {
     mirror: Mirror,
     dns: Option<DnsServer>,
     _checker: Checker,
+    _availability: crate::availability::Recorder,
 }
 
 impl MemberRegistry {
@@ -63,12 +64,16 @@ impl MemberRegistry {
             tracing::info!(%addr, "registry DNS serving");
         }
         let checker = Checker::spawn(config.name.clone(), registry.clone(), mirror.subscribe());
+        let availability =
+            crate::availability::Recorder::spawn(registry.clone(), mirror.subscribe());
+        let availability_routes = crate::availability::router(registry.clone());
         let api = crate::http::Api::new(registry, mirror.subscribe(), config.name, dns_addr);
         Ok(MemberRegistry {
-            router: crate::http::router(api),
+            router: crate::http::router(api).merge(availability_routes),
             mirror,
             dns,
             _checker: checker,
+            _availability: availability,
         })
     }
 

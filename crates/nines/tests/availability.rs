@@ -1,0 +1,187 @@
+//! Availability accounting on real member processes: a service with one
+//! HTTP-checked instance is taken fully down for a measured interval (its
+//! backend killed, then started again on the same port); the report under
+//! `/v1/availability/web` shows one incident whose length matches the
+//! outage within one second, the downtime and nines of the 1 h window, and,
+//! with an SLO set, an overspent error budget and a firing page alert. The
+//! history is in the replicated store: after the leader is killed another
+//! member reports the same incident.
+
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use nines_testkit::{http_get, http_request};
+use serde_json::Value;
+use support::{cluster, exe};
+
+/// Kills and reaps a child process on drop.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `nines demo-backend` on `port` and waits until it listens.
+fn demo_backend(port: u16) -> anyhow::Result<Guard> {
+    let mut child = Command::new(exe())
+        .args(["demo-backend", "--port", &port.to_string(), "--name", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("piped stdout")?;
+    let guard = Guard(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout).read_line(&mut line)?;
+    anyhow::ensure!(line.starts_with("listening "), "demo backend: {line:?}");
+    Ok(guard)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls `GET /v1/availability/web` on `http` until `done` accepts it.
+async fn wait_report(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = Value::Null;
+    loop {
+        if let Some((200, body)) = http_get(http, "/v1/availability/web").await {
+            last = serde_json::from_str(&body).expect("report is JSON");
+            if done(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report not as expected: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_outage_is_reported_within_one_second_and_survives_failover() {
+    let mut c = cluster(3, &[]).await;
+    let port = nines_testkit::free_ports(1).expect("port")[0];
+    let mut backend = Some(demo_backend(port).expect("backend"));
+    let http = c.members[0].http.clone();
+    let body = format!(
+        r#"{{"address": "127.0.0.1", "port": {port}, "check": "http",
+            "check_url": "http://127.0.0.1:{port}/health", "interval": "100ms",
+            "timeout": "100ms", "rise": 1, "fall": 1}}"#
+    );
+    let (status, answer) = http_request(
+        &http,
+        "PUT",
+        "/v1/services/web/instances/web-1",
+        Some(&body),
+    )
+    .await
+    .expect("registry answers");
+    assert!((200..300).contains(&status), "register: {status} {answer}");
+    wait_report(&http, Duration::from_secs(15), |r| r["up"] == true).await;
+
+    // The outage: the only instance's backend is down for a measured time.
+    let down_at = now_ms();
+    backend.take();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    backend = Some(demo_backend(port).expect("backend again"));
+    let up_at = now_ms();
+    let outage_ms = up_at - down_at;
+
+    let r = wait_report(&http, Duration::from_secs(10), |r| {
+        r["up"] == true && r["incidents"][0]["end_ms"].is_u64()
+    })
+    .await;
+    let incidents = r["incidents"].as_array().expect("incidents");
+    assert_eq!(incidents.len(), 1, "{r:#}");
+    let measured = incidents[0]["duration_ms"].as_u64().expect("duration");
+    println!("outage {outage_ms} ms, reported {measured} ms");
+    assert!(
+        measured.abs_diff(outage_ms) <= 1000,
+        "reported {measured} ms for an outage of {outage_ms} ms"
+    );
+    let start = incidents[0]["start_ms"].as_u64().expect("start");
+    assert!(
+        start.abs_diff(down_at) <= 1000,
+        "incident starts {start}, outage at {down_at}"
+    );
+    let hour = &r["windows"][0];
+    assert_eq!(hour["window"], "1h");
+    let downtime = hour["downtime_seconds"].as_f64().expect("downtime");
+    assert!((downtime * 1000.0 - measured as f64).abs() < 1.0, "{hour}");
+    let availability = hour["availability_percent"].as_f64().expect("availability");
+    assert!(availability < 100.0 && availability > 0.0, "{hour}");
+    assert!(hour["nines"].as_f64().expect("nines") > 0.0, "{hour}");
+
+    // An SLO turns the downtime into budget spent and a fast burn.
+    let (status, answer) = http_request(
+        &http,
+        "PUT",
+        "/v1/availability/web/slo",
+        Some(r#"{"target_percent": 99.9}"#),
+    )
+    .await
+    .expect("slo");
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = http_request(
+        &http,
+        "PUT",
+        "/v1/availability/web/slo",
+        Some(r#"{"target_percent": 101}"#),
+    )
+    .await
+    .expect("bad slo");
+    assert_eq!(status, 400, "an impossible target is refused");
+    let r = wait_report(&http, Duration::from_secs(5), |r| r["slo_percent"] == 99.9).await;
+    assert!(
+        r["windows"][0]["error_budget_remaining_percent"]
+            .as_f64()
+            .expect("budget")
+            < 0.0
+    );
+    assert!(
+        r["burn_alerts"]
+            .as_array()
+            .expect("alerts")
+            .iter()
+            .any(|a| a["name"] == "page" && a["firing"] == true),
+        "{r:#}"
+    );
+
+    // The history lives in the replicated store: after the leader dies,
+    // another member reports the same incident.
+    let leader = c
+        .wait_agreed_leader(Duration::from_secs(10))
+        .await
+        .expect("leader");
+    c.kill(leader);
+    let other = (leader + 1) % 3;
+    let other_http = c.members[other].http.clone();
+    let after = wait_report(&other_http, Duration::from_secs(15), |r| {
+        r["incidents"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    assert_eq!(after["incidents"][0]["start_ms"].as_u64(), Some(start));
+    assert_eq!(
+        after["incidents"][0]["duration_ms"].as_u64(),
+        Some(measured)
+    );
+    let (status, list) = http_get(&other_http, "/v1/availability")
+        .await
+        .expect("list");
+    assert_eq!(status, 200);
+    assert!(list.contains("\"service\":\"web\""), "{list}");
+    drop(backend);
+}
