@@ -146,6 +146,69 @@ async function drawServices(res) {
   box.replaceChildren(...parts);
 }
 
+// Availability per service from /v1/availability: 1 h, 24 h and 30 d
+// figures, the error budget left, and the last hour as a timeline bar with
+// each incident drawn where it happened.
+const AVAILABILITY_EVERY = 3;
+const TIMELINE_MS = 3600 * 1000;
+
+function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(v >= 99.99 ? 4 : 2) + "%"; }
+function num(v, d) { return v === null || v === undefined ? "–" : v.toFixed(d); }
+
+function timeline(r) {
+  const bar = el("div", null, "timeline");
+  bar.title = "last hour";
+  const from = r.now_ms - TIMELINE_MS;
+  const tracked = Math.max(r.tracked_since_ms, from);
+  const untracked = el("div", null, "seg untracked");
+  untracked.style.left = "0%";
+  untracked.style.width = ((tracked - from) / TIMELINE_MS * 100) + "%";
+  bar.appendChild(untracked);
+  for (const inc of r.incidents) {
+    const end = inc.end_ms === null || inc.end_ms === undefined ? r.now_ms : inc.end_ms;
+    if (end < from) continue;
+    const start = Math.max(inc.start_ms, from);
+    const seg = el("div", null, "seg down");
+    seg.style.left = ((start - from) / TIMELINE_MS * 100) + "%";
+    seg.style.width = Math.max(0.3, (end - start) / TIMELINE_MS * 100) + "%";
+    seg.title = "down " + new Date(inc.start_ms).toLocaleTimeString() + " for " + (inc.duration_ms / 1000).toFixed(1) + " s";
+    bar.appendChild(seg);
+  }
+  return bar;
+}
+
+function drawAvailability(res) {
+  const box = document.getElementById("availability");
+  if (res.status === 404) { box.className = "muted"; box.replaceChildren(el("span", "no availability accounting on this member")); return; }
+  if (res.status !== 200 || !res.body) { box.className = "muted"; box.replaceChildren(el("span", "availability not reachable")); return; }
+  const services = res.body.services || [];
+  if (!services.length) { box.className = "muted"; box.replaceChildren(el("span", "no service accounted yet")); return; }
+  const table = el("table", null, "availability");
+  const head = el("tr");
+  for (const h of ["Service", "Now", "1 h", "24 h", "30 d", "Nines (30 d)", "Budget left (30 d)", "Incidents", "Last hour"]) head.appendChild(el("th", h));
+  const thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
+  const tbody = el("tbody");
+  for (const r of services) {
+    const w = (name) => r.windows.find((x) => x.window === name) || {};
+    const tr = el("tr");
+    tr.dataset.service = r.service;
+    tr.appendChild(el("td", r.service, "service-name"));
+    tr.appendChild(el("td", r.up ? "up" : "down", r.up ? "health-ok" : "health-bad"));
+    tr.appendChild(el("td", pct(w("1h").availability_percent), "num"));
+    tr.appendChild(el("td", pct(w("24h").availability_percent), "num"));
+    tr.appendChild(el("td", pct(w("30d").availability_percent), "num"));
+    tr.appendChild(el("td", w("30d").nines === null || w("30d").nines === undefined ? "no downtime" : num(w("30d").nines, 2), "num"));
+    const budget = w("30d").error_budget_remaining_percent;
+    tr.appendChild(el("td", r.slo_percent ? num(budget, 1) + "% of " + r.slo_percent + "%" : "no SLO", budget !== null && budget !== undefined && budget < 0 ? "num health-bad" : "num"));
+    tr.appendChild(el("td", r.incidents.length, "num"));
+    const cell = el("td"); cell.appendChild(timeline(r)); tr.appendChild(cell);
+    tbody.appendChild(tr);
+  }
+  table.appendChild(tbody);
+  box.className = "";
+  box.replaceChildren(table);
+}
+
 let tick = 0;
 async function poll() {
   const banner = document.getElementById("banner");
@@ -167,6 +230,13 @@ async function poll() {
       await drawServices(await getJson("/v1/services"));
     } catch (e) {
       await drawServices({ status: 0, body: null });
+    }
+  }
+  if (tick % AVAILABILITY_EVERY === 0) {
+    try {
+      drawAvailability(await getJson("/v1/availability"));
+    } catch (e) {
+      drawAvailability({ status: 0, body: null });
     }
   }
   tick++;

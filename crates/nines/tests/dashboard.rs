@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
 //! the W3C WebDriver protocol by chromedriver, loads the page of a running
 //! 3-member cluster, reads the leader and every member by name and a
-//! registered service in the services panel, then the leader is killed with `kill -9` and the page must
+//! registered service in the services and availability panels, then the leader is killed with `kill -9` and the page must
 //! name the new leader within 3 s. Screenshots before and after are saved
 //! under the target directory and their paths printed. Without Chromium the
 //! test fails and says how to install it.
@@ -335,6 +335,23 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
             Instant::now() < deadline,
             "services panel shows {:?}",
             browser.text_of("#services").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The availability panel accounts the service from when it was up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = browser
+            .text_of("#availability tr[data-service='web']")
+            .await
+            .expect("availability");
+        if row.contains("up") && row.contains("100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "availability panel shows {:?}",
+            browser.text_of("#availability").await
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
