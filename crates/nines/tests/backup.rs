@@ -859,3 +859,32 @@ async fn a_full_disk_fails_the_backup_cleanly_and_changes_nothing() {
     );
     assert!(verify(&repo).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_taken_from_real_etcd_restores_into_nines() {
+    let etcd = nines_testkit::Etcd::start("e1").expect("etcd starts");
+    let mut c = client(std::slice::from_ref(&etcd.endpoint)).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let repo = tmp.path().join("repo");
+    let lease = c.lease_grant(300, None).await.expect("lease").id();
+    put_many(&mut c, &(0..1000).collect::<Vec<_>>(), 0, None).await;
+    put_many(&mut c, &(1000..1010).collect::<Vec<_>>(), 0, Some(lease)).await;
+    let full = create(&etcd.endpoint, "full", &repo);
+    put_many(&mut c, &(0..1000).step_by(30).collect::<Vec<_>>(), 1, None).await;
+    delete_many(&mut c, &(3..1000).step_by(101).collect::<Vec<_>>()).await;
+    let incr = create(&etcd.endpoint, "incr", &repo);
+    let sets = list(&repo);
+    assert_eq!(sets[&incr]["parent"], full.as_str());
+    let restored = restore_cluster(&repo, &incr, 1, None).await;
+    let rev = end_revision(&sets, &incr);
+    assert!(
+        dump(&restored.endpoints.join(","), 0) == dump(&etcd.endpoint, rev),
+        "the restored keys are etcd's at revision {rev}"
+    );
+    let (_, out, _) = etcdctl(
+        &restored.endpoints.join(","),
+        &["get", &key(1005), "-w", "json"],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(json["kvs"][0]["lease"].as_i64(), Some(lease));
+}
