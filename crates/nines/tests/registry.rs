@@ -958,6 +958,31 @@ fn a_member_runs_a_gateway_that_follows_its_registry() -> anyhow::Result<()> {
             .await
             .context("gateway answers")?;
         assert_eq!((status, text.trim()), (200, "alpha"));
+        // A weight change reaches the gateway within a second, no reload.
+        let body = format!(
+            r#"{{"address":"127.0.0.1","port":{},"weight":5}}"#,
+            alpha.port()
+        );
+        let (status, _) = call(
+            &http,
+            "PUT",
+            "/v1/services/web/instances/alpha",
+            Some(&body),
+        )
+        .await?;
+        assert_eq!(status, 200);
+        let changed = Instant::now();
+        loop {
+            let (_, view) = call(&admin, "GET", "/admin/backends", None).await?;
+            if view["clusters"][0]["backends"][0]["weight"] == 5 {
+                break;
+            }
+            ensure!(
+                changed.elapsed() < Duration::from_secs(1),
+                "weight not updated: {view}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let (status, _) = call(&http, "DELETE", "/v1/services/web/instances/alpha", None).await?;
         assert_eq!(status, 200);
         until(Duration::from_secs(2), &[], || gateway_ports(&admin)).await?;
