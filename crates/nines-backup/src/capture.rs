@@ -176,24 +176,45 @@ async fn read_full(
     opts: &CreateOptions,
     progress: &mut (dyn FnMut(Progress) + Send),
 ) -> Result<i64, BackupError> {
+    // Pages of many keys need more than the client's default 4 MiB per message.
+    let mut kv = client
+        .kv_client()
+        .max_decoding_message_size(crate::CLIENT_DECODE_BYTES_MAX);
     let mut from = vec![0u8];
     let mut pinned = 0i64;
     let mut records = 0u64;
+    let mut page_keys = crate::RANGE_PAGE_KEYS;
     // Each page moves `from` past at least one key, so the loop ends; the
     // deadline bounds it in time as well.
     loop {
         check_deadline(deadline, opts)?;
-        let mut page = client
+        let result = kv
             .get(
                 from.clone(),
                 Some(
                     GetOptions::new()
                         .with_range(vec![0u8])
-                        .with_limit(crate::RANGE_PAGE_KEYS)
+                        .with_limit(page_keys)
                         .with_revision(pinned),
                 ),
             )
-            .await?;
+            .await;
+        let mut page = match result {
+            Ok(page) => page,
+            // A page over the message limit (large values): halve it and
+            // retry; the page size only shrinks, so this ends.
+            Err(etcd_client::Error::GRpcStatus(s))
+                if page_keys > 1
+                    && matches!(
+                        s.code(),
+                        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+                    ) =>
+            {
+                page_keys /= 2;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         if pinned == 0 {
             pinned = page
                 .header()
@@ -246,6 +267,8 @@ async fn read_events(
         return Ok(());
     }
     let mut stream = client
+        .watch_client()
+        .max_decoding_message_size(crate::CLIENT_DECODE_BYTES_MAX)
         .watch(
             vec![0u8],
             Some(

@@ -34,10 +34,10 @@ pub use restore::{restore_store, RestoreSummary};
 /// fits many times over); a larger length prefix is corruption.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Keys read per Range page while taking a full backup. Pages of this many
-/// keys of etcd's largest request size would still be bounded by the
-/// client's decode limit below.
-pub const RANGE_PAGE_KEYS: i64 = 1000;
+/// Keys read per Range page while taking a full backup. A page over
+/// [`CLIENT_DECODE_BYTES_MAX`] (5000 values over 50 KiB each) is retried at
+/// half the size.
+pub const RANGE_PAGE_KEYS: i64 = 5000;
 
 /// Largest gRPC message the backup client decodes (a Range page or a watch
 /// response).
