@@ -223,7 +223,7 @@ impl DnsHandler {
 }
 
 /// Leaves out records until the message fits `budget` bytes, setting TC when
-/// an answer record had to go (additional records go first, silently).
+/// an answer record had to go (the additional records go first, silently).
 fn fit(header: &Header, query: &hickory_proto::op::Query, answer: &mut Answer, budget: usize) {
     let size = |a: &Answer| {
         let mut m = Message::new();
@@ -235,9 +235,12 @@ fn fit(header: &Header, query: &hickory_proto::op::Query, answer: &mut Answer, b
         // OPT record room when EDNS is used.
         m.to_vec().map_or(usize::MAX, |v| v.len() + 11)
     };
-    while size(answer) > budget && !answer.additionals.is_empty() {
-        answer.additionals.pop();
+    if size(answer) <= budget {
+        return;
     }
+    // Additional records are optional: drop them all at once (one more
+    // encoding instead of one per record) before cutting answers.
+    answer.additionals.clear();
     while size(answer) > budget && !answer.answers.is_empty() {
         answer.answers.pop();
         answer.truncated = true;
