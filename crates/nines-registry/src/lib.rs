@@ -14,6 +14,7 @@ pub mod dns;
 pub mod http;
 pub mod limits;
 pub mod member;
+pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod probe;

@@ -91,4 +91,9 @@ impl MemberRegistry {
     pub fn mirror(&self) -> &Mirror {
         &self.mirror
     }
+
+    /// The registry's figures for the member's `/metrics`.
+    pub fn metrics_collector(&self) -> crate::metrics::RegistryCollector {
+        crate::metrics::RegistryCollector::new(self.mirror.subscribe())
+    }
 }

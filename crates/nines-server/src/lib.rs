@@ -128,6 +128,30 @@ pub async fn run_with_routes(
     routes: axum::Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let extensions = Extensions {
+        routes,
+        collectors: Vec::new(),
+    };
+    run_with(cfg, extensions, shutdown).await
+}
+
+/// What a caller adds to a member: HTTP routes and metric collectors (the
+/// registry's, say).
+#[derive(Default)]
+pub struct Extensions {
+    /// Routes merged into the HTTP API.
+    pub routes: axum::Router,
+    /// Collectors whose figures `GET /metrics` serves next to the member's.
+    pub collectors: Vec<std::sync::Arc<dyn prometheus_client::collector::Collector>>,
+}
+
+/// [`run`], with `extensions` added to the HTTP API and `/metrics`.
+pub async fn run_with(
+    cfg: ServerConfig,
+    extensions: Extensions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let Extensions { routes, collectors } = extensions;
     use pb::etcdserverpb::cluster_server::ClusterServer;
     use pb::etcdserverpb::kv_server::KvServer;
     use pb::etcdserverpb::lease_server::LeaseServer;
@@ -160,7 +184,7 @@ pub async fn run_with_routes(
     let lease = lease::LeaseService::new(node.clone());
     let recipes = lock::RecipeService::new(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics = metrics::Metrics::new(node.clone());
+    let metrics = metrics::Metrics::new(node.clone()).with_collectors(collectors);
     let leader_task = tokio::spawn(metrics.clone().track_leader_changes(stop_rx.clone()));
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()

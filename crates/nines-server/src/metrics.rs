@@ -111,6 +111,8 @@ pub struct Metrics {
     node: RaftNode,
     grpc: Arc<GrpcStats>,
     leader_changes: Arc<AtomicU64>,
+    /// Other parts of the process (the registry) that add their figures.
+    extra: Arc<Vec<Arc<dyn Collector>>>,
 }
 
 impl Metrics {
@@ -120,7 +122,14 @@ impl Metrics {
             node,
             grpc: Arc::new(GrpcStats::new()),
             leader_changes: Arc::new(AtomicU64::new(0)),
+            extra: Arc::new(Vec::new()),
         }
+    }
+
+    /// These metrics plus what `collectors` report at each scrape.
+    pub fn with_collectors(mut self, collectors: Vec<Arc<dyn Collector>>) -> Metrics {
+        self.extra = Arc::new(collectors);
+        self
     }
 
     /// The tower layer that counts gRPC calls into these metrics.
@@ -160,6 +169,9 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut registry = Registry::with_prefix("nines");
         registry.register_collector(Box::new(Scrape(self.clone())));
+        for collector in self.extra.iter() {
+            registry.register_collector(Box::new(Shared(Arc::clone(collector))));
+        }
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
@@ -465,6 +477,16 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
 #[derive(Debug)]
 struct Scrape(Metrics);
 
+/// A collector shared between scrapes (each scrape builds a new registry).
+#[derive(Debug)]
+struct Shared(Arc<dyn Collector>);
+
+impl Collector for Shared {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+}
+
 type Labels = Vec<(&'static str, String)>;
 
 fn gauges(
@@ -473,6 +495,10 @@ fn gauges(
     help: &str,
     rows: &[(Labels, i64)],
 ) -> Result<(), std::fmt::Error> {
+    // A family without samples is left out, as Prometheus clients do.
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, value) in rows {
         ConstGauge::new(*value).encode(family.encode_family(labels)?)?;
@@ -495,6 +521,9 @@ fn counters(
     help: &str,
     rows: &[(Labels, u64)],
 ) -> Result<(), std::fmt::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
     let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in rows {
         ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
@@ -684,25 +713,25 @@ impl Scrape {
             "Finished gRPC calls by method and status code (Canceled: the client went away).",
             &requests,
         )?;
-        {
+        let histograms: Vec<_> = stats
+            .methods
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !is_streaming(*i))
+            .map(|(i, m)| (labels(i), m.latency.read()))
+            .filter(|(_, (_, count, _))| *count > 0)
+            .collect();
+        if !histograms.is_empty() {
             let mut family = e.encode_descriptor(
                 "grpc_request_duration_seconds",
                 "Latency of finished unary gRPC calls, until the status was sent.",
                 None,
                 MetricType::Histogram,
             )?;
-            for (i, m) in stats.methods.iter().enumerate() {
-                if is_streaming(i) {
-                    continue;
-                }
-                let (sum, count, buckets) = m.latency.read();
-                if count == 0 {
-                    continue;
-                }
-                let l = labels(i);
+            for (l, (sum, count, buckets)) in &histograms {
                 family
-                    .encode_family(&l)?
-                    .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+                    .encode_family(l)?
+                    .encode_histogram::<Labels>(*sum, *count, buckets, None)?;
             }
         }
         let streams: Vec<(Labels, i64)> = (0..METHODS.len())

@@ -297,10 +297,13 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Some(path) => Some(start_gateway(path, &registry).await?),
             None => None,
         };
-        let result =
-            nines_server::run_with_routes(cfg, registry.router(), crate::shutdown_signal())
-                .await
-                .map_err(|e| anyhow!("{e}"));
+        let extensions = nines_server::Extensions {
+            routes: registry.router(),
+            collectors: vec![std::sync::Arc::new(registry.metrics_collector())],
+        };
+        let result = nines_server::run_with(cfg, extensions, crate::shutdown_signal())
+            .await
+            .map_err(|e| anyhow!("{e}"));
         if let Some(gateway) = gateway {
             gateway.shutdown().await;
         }

@@ -18,8 +18,10 @@ use support::{client, cluster};
 
 type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
 
-/// The families every member exposes, with their type.
-const FAMILIES: [(&str, OpenMetricsType); 18] = [
+/// The families every member exposes, with their type. (Labelled families
+/// without samples, such as the registry's instances before any registers,
+/// are left out, as Prometheus clients do.)
+const FAMILIES: [(&str, OpenMetricsType); 21] = [
     ("nines_member_info", OpenMetricsType::Gauge),
     ("nines_raft_term", OpenMetricsType::Gauge),
     ("nines_raft_is_leader", OpenMetricsType::Gauge),
@@ -41,6 +43,9 @@ const FAMILIES: [(&str, OpenMetricsType); 18] = [
         OpenMetricsType::Histogram,
     ),
     ("nines_grpc_streams_active", OpenMetricsType::Gauge),
+    ("nines_registry_services", OpenMetricsType::Gauge),
+    ("nines_registry_checkers", OpenMetricsType::Gauge),
+    ("nines_registry_catalog_revision", OpenMetricsType::Gauge),
 ];
 
 /// Scrapes and parses `/metrics` of the member at `http`.
@@ -103,6 +108,12 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
     // Every member exposes every family; exactly one says it leads.
     let mut leaders = 0.0;
     for m in &c.members {
+        // One unary call, so the gRPC families have a sample to show.
+        client(std::slice::from_ref(&m.client))
+            .await
+            .status()
+            .await
+            .expect("status");
         let expo = scrape(&m.http).await.expect("scrape");
         check_families(&expo);
         assert_eq!(must(&expo, "nines_member_info", &[("name", &m.name)]), 1.0);
@@ -195,6 +206,25 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
         1.0
     );
     kv.lease_revoke(lease.id()).await.expect("revoke");
+
+    // The registry's figures: a registered instance shows up by state.
+    let body = r#"{"address": "127.0.0.1", "port": 8081, "check": "none"}"#;
+    let (status, answer) =
+        nines_testkit::http_request(&http, "PUT", "/v1/services/web/instances/web-1", Some(body))
+            .await
+            .expect("registry answers");
+    assert!((200..300).contains(&status), "register: {status} {answer}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let expo = scrape(&http).await.expect("scrape");
+        let passing = &[("service", "web"), ("state", "passing")];
+        if value(&expo, "nines_registry_instances", passing) == Some(1.0) {
+            assert_eq!(must(&expo, "nines_registry_services", &[]), 1.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "instance not in the metrics");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(stream);
     drop(kv);
 
