@@ -183,7 +183,7 @@ async fn read_full(
     let mut from = vec![0u8];
     let mut pinned = 0i64;
     let mut records = 0u64;
-    let mut page_keys = crate::RANGE_PAGE_KEYS;
+    let mut page_keys = crate::RANGE_PAGE_KEYS_FIRST;
     // Each page moves `from` past at least one key, so the loop ends; the
     // deadline bounds it in time as well.
     loop {
@@ -228,6 +228,7 @@ async fn read_full(
         let Some(last) = kvs.last() else { break };
         from = last.key().to_vec();
         from.push(0);
+        page_keys = next_page_keys(&kvs);
         for kv in kvs {
             let record = Record::Key(KeyValue {
                 key: kv.key().to_vec(),
@@ -251,6 +252,15 @@ async fn read_full(
         }
     }
     Ok(pinned)
+}
+
+/// The size of the next Range page: about [`crate::RANGE_PAGE_BYTES`] at
+/// the last page's bytes per key. Few large pages matter because a Range
+/// counts every key to the end of the range on each page.
+fn next_page_keys(kvs: &[etcd_client::KeyValue]) -> i64 {
+    let bytes: usize = kvs.iter().map(|kv| kv.key().len() + kv.value().len()).sum();
+    let per_key = (bytes / kvs.len().max(1)).max(1);
+    ((crate::RANGE_PAGE_BYTES / per_key) as i64).clamp(1, crate::RANGE_PAGE_KEYS_MAX)
 }
 
 /// Writes every event of revisions `after+1..=until`.

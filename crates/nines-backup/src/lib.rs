@@ -34,10 +34,16 @@ pub use restore::{restore_store, RestoreSummary};
 /// fits many times over); a larger length prefix is corruption.
 pub const RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
-/// Keys read per Range page while taking a full backup. A page over
-/// [`CLIENT_DECODE_BYTES_MAX`] (5000 values over 50 KiB each) is retried at
-/// half the size.
-pub const RANGE_PAGE_KEYS: i64 = 5000;
+/// Keys read by the first Range page of a full backup; later pages aim at
+/// [`RANGE_PAGE_BYTES`] from the sizes seen, within [`RANGE_PAGE_KEYS_MAX`].
+/// A page over [`CLIENT_DECODE_BYTES_MAX`] is retried at half the size.
+pub const RANGE_PAGE_KEYS_FIRST: i64 = 1000;
+
+/// Most keys in one Range page.
+pub const RANGE_PAGE_KEYS_MAX: i64 = 100_000;
+
+/// Bytes of keys and values a Range page aims at.
+pub const RANGE_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Largest gRPC message the backup client decodes (a Range page or a watch
 /// response).
@@ -59,7 +65,8 @@ pub const DATA_FILE: &str = "data.zst";
 pub const LEASES_FILE: &str = "leases.zst";
 
 const _: () = assert!(RECORD_BYTES_MAX <= u32::MAX as usize);
-const _: () = assert!(RANGE_PAGE_KEYS > 0);
+const _: () = assert!(RANGE_PAGE_KEYS_FIRST > 0 && RANGE_PAGE_KEYS_FIRST <= RANGE_PAGE_KEYS_MAX);
+const _: () = assert!(RANGE_PAGE_BYTES * 4 <= CLIENT_DECODE_BYTES_MAX);
 
 #[cfg(test)]
 mod tests;
