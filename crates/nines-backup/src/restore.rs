@@ -21,7 +21,7 @@ use nines_store::{
     Command, DeleteRangeRequest, KeyValue, PutRequest, RequestOp, Store, TxnRequest,
 };
 
-use crate::catalog::{for_each_record, resolve_chain, verify_set};
+use crate::catalog::{check_files, read_checked, resolve_chain};
 use crate::error::BackupError;
 use crate::format::Record;
 use crate::manifest::Manifest;
@@ -62,9 +62,11 @@ pub fn restore_store(
             last: last.end_revision,
         });
     }
-    // Check everything before applying anything: all or nothing.
+    // Check every byte of the chain before decoding anything; records are
+    // checked as they are read, into a store in memory, so a fault anywhere
+    // leaves nothing behind.
     for m in &chain {
-        verify_set(repo, m)?;
+        check_files(repo, m)?;
     }
     let used: Vec<&Manifest> = chain
         .iter()
@@ -72,7 +74,7 @@ pub fn restore_store(
         .collect();
     let mut keys: BTreeMap<Vec<u8>, KeyValue> = BTreeMap::new();
     for m in &used {
-        for_each_record(repo, m, crate::DATA_FILE, |record| {
+        read_checked(repo, m, crate::DATA_FILE, |record| {
             match record {
                 Record::Key(kv) => {
                     keys.insert(kv.key.clone(), kv);
@@ -111,7 +113,7 @@ fn leases_at(
         .position(|m| m.end_revision >= target)
         .expect("target lies inside the chain");
     for (i, m) in chain.iter().enumerate() {
-        for_each_record(repo, m, crate::LEASES_FILE, |record| match record {
+        read_checked(repo, m, crate::LEASES_FILE, |record| match record {
             Record::Lease { id, ttl_secs } => {
                 known.entry(id).or_insert(ttl_secs);
                 if i == covering {
