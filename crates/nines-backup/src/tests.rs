@@ -384,3 +384,33 @@ fn restored_keys_keep_their_mod_revision_and_history_before_is_compacted() {
     assert_eq!(s.compact_revision(), s.revision());
     s.check_invariants();
 }
+
+#[test]
+fn prune_by_age_removes_old_chains_but_never_the_newest() {
+    let (_tmp, repo) = sample_repo();
+    write_set(
+        &repo,
+        Set {
+            id: "F2",
+            kind: BackupKind::Full,
+            parent: None,
+            cluster_id: 9,
+            revisions: (1, 20),
+            data: vec![Record::Key(kv("a", "1", 3, 0))],
+            leases: vec![],
+            finished: 5000,
+        },
+    );
+    let opts = |now| PruneOptions {
+        keep_full: None,
+        older_than_secs: Some(1000),
+        now_unix_secs: now,
+    };
+    // At 1500 the F1 chain (finished at 1000) is 500 s old: kept.
+    let report = crate::prune(&repo, &opts(1500)).expect("prune");
+    assert!(report.removed.is_empty());
+    // At 6500 it is 5500 s old: removed; F2 is old too but the newest chain.
+    let report = crate::prune(&repo, &opts(6500)).expect("prune");
+    assert_eq!(report.removed, ["I2", "D1", "I1", "F1"]);
+    assert_eq!(repo.list_sets().expect("list"), ["F2"]);
+}
