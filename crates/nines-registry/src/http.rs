@@ -30,7 +30,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::catalog::{Catalog, InstanceView};
-use crate::limits::{BLOCKING_WAIT_DEFAULT, BLOCKING_WAIT_MAX, BODY_BYTES_MAX};
+use crate::limits::{
+    BLOCKING_QUERIES_MAX, BLOCKING_WAIT_DEFAULT, BLOCKING_WAIT_MAX, BODY_BYTES_MAX,
+};
 use crate::model::{parse_duration, validate_id, validate_name, Registration};
 use crate::store::Registry;
 use crate::RegistryError;
@@ -45,6 +47,8 @@ pub struct Api {
     catalog: watch::Receiver<Arc<Catalog>>,
     member: String,
     dns_addr: Option<SocketAddr>,
+    /// Bounds the blocking queries waiting at once.
+    blocking: Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
@@ -60,6 +64,7 @@ impl Api {
             catalog,
             member,
             dns_addr,
+            blocking: Arc::new(tokio::sync::Semaphore::new(BLOCKING_QUERIES_MAX)),
         }
     }
 }
@@ -247,6 +252,13 @@ async fn catalog_for(
 ) -> Result<Arc<Catalog>, ApiError> {
     let mut receiver = api.catalog.clone();
     if let Some(b) = blocking(query)? {
+        let _permit = api.blocking.try_acquire().map_err(|_| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                format!("over {BLOCKING_QUERIES_MAX} blocking queries are waiting; retry later"),
+            )
+        })?;
         let _ = tokio::time::timeout(
             b.wait,
             receiver.wait_for(|c| c.loaded && index_of(c) > b.index),

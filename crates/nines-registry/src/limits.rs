@@ -36,6 +36,8 @@ pub const TTL_MAX: Duration = Duration::from_secs(86_400);
 pub const DEREGISTER_AFTER_MAX: Duration = Duration::from_secs(30 * 86_400);
 /// Longest `wait` of a blocking query.
 pub const BLOCKING_WAIT_MAX: Duration = Duration::from_secs(600);
+/// Most blocking queries waiting at once on one member; more get 429.
+pub const BLOCKING_QUERIES_MAX: usize = 4096;
 /// `wait` of a blocking query that names none.
 pub const BLOCKING_WAIT_DEFAULT: Duration = Duration::from_secs(300);
 /// TTL of a checker's presence lease, in seconds: a dead member's checks
