@@ -289,16 +289,26 @@ impl Registry {
         Ok(())
     }
 
-    /// Renews `lease` once; `false` when it no longer exists.
+    /// Renews `lease` once; `false` when it could not be renewed. An expired
+    /// lease is answered with TTL 0 by etcd and with a "lease not found"
+    /// error by some servers; either way (and on any other failure) the
+    /// caller takes a new lease, which fails loudly if the store is down.
     async fn keep_alive_once(&self, lease: i64) -> Result<bool, RegistryError> {
-        let (mut keeper, mut stream) = self.client.clone().lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), stream.message())
-            .await
-            .map_err(|_| RegistryError::Timeout {
+        let renew = async {
+            let (mut keeper, mut stream) = self.client.clone().lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(5), renew).await {
+            Ok(Ok(answer)) => Ok(answer.is_some_and(|r| r.ttl() > 0)),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, lease, "lease not renewed; taking a new one");
+                Ok(false)
+            }
+            Err(_) => Err(RegistryError::Timeout {
                 what: "lease keep-alive",
-            })??;
-        Ok(answer.is_some_and(|r| r.ttl() > 0))
+            }),
+        }
     }
 
     /// Reads every registry key into a catalog, page by page at one revision.

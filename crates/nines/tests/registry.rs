@@ -356,6 +356,11 @@ fn ttl_instance_goes_critical_without_heartbeats_and_is_deregistered() -> anyhow
             "register: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // A second TTL instance, never heartbeated and never deregistered.
+        let body = r#"{"address":"127.0.0.1","port":9001,"check":"ttl","ttl":"2s"}"#;
+        let (status, answer) =
+            call(&http, "PUT", "/v1/services/lone/instances/l1", Some(body)).await?;
+        ensure!(status == 200, "{status} {answer}");
         let heartbeat = Guard(
             Command::new(exe())
                 .args(["service", "heartbeat", "--endpoints", &endpoints])
@@ -411,6 +416,23 @@ fn ttl_instance_goes_critical_without_heartbeats_and_is_deregistered() -> anyhow
             deregistered_after >= critical_after + Duration::from_millis(1500),
             "deregistered too early: {deregistered_after:?} (critical after {critical_after:?})"
         );
+        // The lone instance expired too, but stays registered; one heartbeat
+        // over HTTP brings it back at once.
+        assert_eq!(healthy_ports(&http, "lone").await?, Vec::<u16>::new());
+        let (_, lone) = call(&http, "GET", "/v1/services/lone/instances/l1", None).await?;
+        assert_eq!(lone["status"], "critical", "{lone}");
+        let (status, answer) = call(
+            &http,
+            "PUT",
+            "/v1/services/lone/instances/l1/heartbeat",
+            None,
+        )
+        .await?;
+        assert_eq!(status, 200, "{answer}");
+        until(Duration::from_secs(1), &[9001], || {
+            healthy_ports(&http, "lone")
+        })
+        .await?;
         eprintln!("critical after {critical_after:?}, deregistered after {deregistered_after:?}");
         Ok(())
     })
@@ -516,6 +538,18 @@ fn bad_registrations_are_refused_with_400_and_store_nothing_and_dns_survives_gar
                 "{path}: {message:?} lacks {needle:?}"
             );
         }
+        let (status, answer) = call(
+            &http,
+            "PUT",
+            "/v1/services/web/instances/nope/heartbeat",
+            None,
+        )
+        .await?;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (404, &Value::from("not_found")),
+            "{answer}"
+        );
         let out = Command::new(exe())
             .args(["service", "register", "--endpoints", &c.members[0].client])
             .args([
@@ -558,6 +592,12 @@ fn bad_registrations_are_refused_with_400_and_store_nothing_and_dns_survives_gar
         )
         .await?;
         assert_eq!(status, 200);
+        let (status, answer) =
+            call(&http, "PUT", "/v1/services/web/instances/a/heartbeat", None).await?;
+        assert_eq!(
+            status, 400,
+            "a heartbeat for an instance without a ttl check: {answer}"
+        );
         assert_eq!(
             udp_rcode(&dns, &dns_query(1, "web.service.nines", 1, 1))?,
             Some(0)
