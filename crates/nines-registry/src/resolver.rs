@@ -75,3 +75,58 @@ impl ServiceResolver for RegistryResolver {
         Some(Box::new(RegistrySource { receiver }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{instance_key, Check, Instance};
+
+    fn put(catalog: &mut Catalog, id: &str, port: u16, weight: u32, revision: i64) {
+        let instance = Instance {
+            service: "web".into(),
+            id: id.into(),
+            address: "127.0.0.1".parse().unwrap(),
+            port,
+            weight,
+            tags: Vec::new(),
+            meta: BTreeMap::new(),
+            check: Check::None,
+            deregister_after_ms: None,
+            lease: 0,
+        };
+        catalog.apply_put(
+            instance_key("web", id).as_bytes(),
+            &serde_json::to_vec(&instance).unwrap(),
+            revision,
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resolved_service_follows_instances_and_weights() {
+        let mut catalog = Catalog::new(1);
+        put(&mut catalog, "a", 8001, 1, 2);
+        let (sender, receiver) = watch::channel(Arc::new(catalog.clone()));
+        let resolver = RegistryResolver::new(receiver);
+        let source = resolver.resolve("web").expect("always resolves");
+        let mut backends = source.subscribe();
+        assert_eq!(backends.borrow_and_update().len(), 1);
+
+        put(&mut catalog, "b", 8002, 3, 3);
+        put(&mut catalog, "a", 8001, 5, 3);
+        sender.send_replace(Arc::new(catalog.clone()));
+        tokio::time::timeout(std::time::Duration::from_secs(5), backends.changed())
+            .await
+            .expect("published")
+            .expect("sender alive");
+        let now: Vec<(u16, u32)> = backends
+            .borrow_and_update()
+            .iter()
+            .map(|b| (b.addr.port(), b.weight))
+            .collect();
+        assert_eq!(now, [(8001, 5), (8002, 3)]);
+
+        assert!(resolver.resolve("unknown").is_some(), "may appear later");
+    }
+}
