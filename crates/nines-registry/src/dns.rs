@@ -6,6 +6,8 @@
 //!   `HEX.addr.nines.` (the address in hex) with its A/AAAA in the additional
 //!   section;
 //! - `TAG.NAME.service.nines.`: the same, for instances carrying TAG;
+//!   RFC 2782 names `_NAME._tcp.service.nines.` and `_NAME._TAG.service.nines.`
+//!   work too;
 //! - `HEX.addr.nines.` A/AAAA: the address it spells;
 //! - an unknown service: NXDOMAIN; a known one asked for another type:
 //!   NOERROR with no answer; both carry the zone's SOA for negative caching;
@@ -175,8 +177,15 @@ impl DnsHandler {
         if !(3..=4).contains(&n) || labels[n - 2] != "service" {
             return negative(ResponseCode::NXDomain);
         }
-        let service_name = &labels[n - 3];
-        let tag = (n == 4).then(|| labels[0].as_str());
+        // RFC 2782 names, `_NAME._tcp.service.nines.` (any tag: `_NAME._TAG`),
+        // ask for the same records as `NAME.service.nines.`.
+        let (service_name, tag) =
+            match (n, labels[0].strip_prefix('_'), labels[1].strip_prefix('_')) {
+                (4, Some(name), Some("tcp" | "udp")) => (name, None),
+                (4, Some(name), Some(tag)) => (name, Some(tag)),
+                (4, _, _) => (labels[1].as_str(), Some(labels[0].as_str())),
+                _ => (labels[0].as_str(), None),
+            };
         let Some(service) = catalog
             .service(service_name)
             .filter(|s| s.registered().next().is_some())
@@ -448,6 +457,10 @@ mod tests {
             ask("red.web.service.nines.", RecordType::SRV).answers.len(),
             0
         );
+        let rfc2782 = ask("_web._tcp.service.nines.", RecordType::SRV);
+        assert_eq!(rfc2782.answers.len(), 2);
+        let rfc2782_tag = ask("_web._blue.service.nines.", RecordType::SRV);
+        assert_eq!(rfc2782_tag.answers.len(), 1);
         let unknown = ask("nope.service.nines.", RecordType::A);
         assert_eq!(unknown.code, ResponseCode::NXDomain);
         assert_eq!(unknown.authority.len(), 1, "SOA for negative caching");
