@@ -721,6 +721,42 @@ fn blocking_query_answers_on_change_or_at_wait_with_the_same_index() -> anyhow::
         assert!(answer["index"].as_i64() > Some(index), "{answer}");
         assert_eq!(answer["index"], put["index"], "{answer} {put}");
         assert_eq!(answer["instances"].as_array().map(Vec::len), Some(2));
+
+        // The same registry from the shell.
+        let endpoints = c.members[0].client.clone();
+        let nines = |args: &[&str]| {
+            Command::new(exe())
+                .args(args)
+                .args(["--endpoints", &endpoints])
+                .output()
+        };
+        let list = nines(&["service", "list", "-w", "json"])?;
+        let list: Value = serde_json::from_slice(&list.stdout)?;
+        let db = list["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == "db")
+            .cloned()
+            .context("db listed")?;
+        assert_eq!(
+            (&db["instances"], &db["passing"]),
+            (&Value::from(2), &Value::from(2))
+        );
+        let gone = nines(&["service", "deregister", "--name", "db", "--id", "db-2"])?;
+        assert!(
+            gone.status.success(),
+            "{}",
+            String::from_utf8_lossy(&gone.stderr)
+        );
+        let again = nines(&["service", "deregister", "--name", "db", "--id", "db-2"])?;
+        assert!(!again.status.success());
+        assert!(String::from_utf8_lossy(&again.stderr).contains("not registered"));
+        // The member's view follows the CLI's write through its watch.
+        until(Duration::from_secs(2), &[7001], || {
+            healthy_ports(&http, "db")
+        })
+        .await?;
         Ok(())
     })
 }
