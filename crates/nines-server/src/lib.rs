@@ -226,8 +226,24 @@ pub async fn run_with(
     };
     let _ = stop_tx.send(true);
     node.shutdown().await;
-    let _ = grpc_task.await;
-    let _ = http_task.await;
+    // Unary calls in flight get a moment to finish; long-lived streams
+    // (watches, lease keep-alives, a registry's own watch) would hold a
+    // graceful shutdown forever, so after the grace period the listeners'
+    // tasks are dropped with their connections.
+    let (grpc_abort, http_abort) = (grpc_task.abort_handle(), http_task.abort_handle());
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let _ = grpc_task.await;
+        let _ = http_task.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("closing connections still open after the shutdown grace period");
+        grpc_abort.abort();
+        http_abort.abort();
+    }
     let _ = leader_task.await;
     result
 }
+
+/// How long a stopping member waits for requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -209,6 +209,13 @@ impl Cluster {
         }
     }
 
+    /// Sends SIGTERM to member `i` (a clean stop); reap it with [`Cluster::wait_exit`].
+    pub fn terminate(&self, i: usize) {
+        if let Some(c) = &self.members[i].child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+
     /// Waits until member `i`'s process exits, returning its exit code.
     pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> anyhow::Result<Option<i32>> {
         let deadline = Instant::now() + timeout;

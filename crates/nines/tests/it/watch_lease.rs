@@ -313,3 +313,25 @@ async fn etcdctl_lease_and_watch_commands() {
     );
     assert!(text.contains("compacted"), "{text}");
 }
+
+/// SIGTERM stops a member promptly even while clients hold watch streams
+/// and lease keep-alives open (they would hold a graceful drain forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_member_with_open_watches() {
+    let mut c = cluster(1, &[]).await;
+    let mut cl = client(&c.endpoints()).await;
+    let mut stream = cl.watch("w", None).await.expect("watch");
+    cl.put("w", "1", None).await.expect("put");
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an event within 5 s")
+        .expect("watch answer");
+    assert!(first.is_some());
+    let lease = cl.lease_grant(30, None).await.expect("grant");
+    let (_keeper, _responses) = cl.lease_keep_alive(lease.id()).await.expect("keepalive");
+    c.terminate(0);
+    let code = c
+        .wait_exit(0, Duration::from_secs(10))
+        .expect("the member exits within 10 s of SIGTERM");
+    assert_eq!(code, Some(0));
+}
