@@ -25,6 +25,8 @@ use crate::pb::etcdserverpb::watch_server::Watch;
 pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
 /// Responses queued for a stream's client before it counts as slow.
 const STREAM_QUEUE_MAX: usize = 256;
+/// Applied batches taken together into one delivery, at most.
+const COALESCE_BATCHES_MAX: usize = 256;
 /// Events read from history in one step of a replay.
 const REPLAY_EVENTS_MAX: usize = 1000;
 /// Bytes of events in one response before it is split (with `fragment`) or
@@ -133,7 +135,29 @@ impl Session {
                     Some(Err(_)) | None => Err(End::ClientGone),
                 },
                 ev = self.events.recv() => match ev {
-                    Ok(batch) => self.on_events(batch).await,
+                    Ok(batch) => {
+                        // Everything else already applied goes out with it:
+                        // one response per watcher for many revisions, not
+                        // one per revision.
+                        let mut batches = vec![batch];
+                        let mut lagged = false;
+                        while batches.len() < COALESCE_BATCHES_MAX {
+                            match self.events.try_recv() {
+                                Ok(b) => batches.push(b),
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                    lagged = true;
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        let sent = self.on_events(&batches).await;
+                        if sent.is_ok() && lagged {
+                            self.catch_up().await
+                        } else {
+                            sent
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
                     Err(broadcast::error::RecvError::Closed) => Err(End::ClientGone),
                 },
@@ -285,7 +309,7 @@ impl Session {
                     let last = events.last().map(|e| e.kv.mod_revision);
                     self.deliver(
                         id,
-                        &events,
+                        events.iter(),
                         if done {
                             current
                         } else {
@@ -310,16 +334,18 @@ impl Session {
 
     /// Sends a watcher the events of `events` that match it, in responses
     /// whose header revision is `revision`.
-    async fn deliver(&self, id: i64, events: &[Event], revision: i64) -> Result<(), End> {
+    async fn deliver<'a>(
+        &self,
+        id: i64,
+        events: impl Iterator<Item = &'a Event>,
+        revision: i64,
+    ) -> Result<(), End> {
         let Some(w) = self.watchers.get(&id) else {
             return Ok(());
         };
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for e in events
-            .iter()
-            .filter(|e| e.kv.mod_revision >= w.next_rev && w.matches(e))
-        {
+        for e in events.filter(|e| e.kv.mod_revision >= w.next_rev && w.matches(e)) {
             let mut e = e.clone();
             if !w.prev_kv {
                 e.prev_kv = None;
@@ -350,19 +376,25 @@ impl Session {
         .await
     }
 
-    async fn on_events(&mut self, batch: AppliedEvents) -> Result<(), End> {
+    /// Delivers consecutive applied batches (in revision order) to every
+    /// watcher, in one response per watcher.
+    async fn on_events(&mut self, batches: &[AppliedEvents]) -> Result<(), End> {
+        let Some(revision) = batches.last().map(|b| b.revision) else {
+            return Ok(());
+        };
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
             let behind = self
                 .watchers
                 .get(&id)
-                .is_some_and(|w| batch.revision >= w.next_rev);
+                .is_some_and(|w| revision >= w.next_rev);
             if !behind {
                 continue;
             }
-            self.deliver(id, &batch.events, batch.revision).await?;
+            let events = batches.iter().flat_map(|b| b.events.iter());
+            self.deliver(id, events, revision).await?;
             if let Some(w) = self.watchers.get_mut(&id) {
-                w.next_rev = batch.revision + 1;
+                w.next_rev = revision + 1;
             }
         }
         Ok(())
