@@ -192,18 +192,34 @@ impl DnsHandler {
         else {
             return negative(ResponseCode::NXDomain);
         };
+        let mut answer = self.records(&name, service, tag, record_type);
+        if answer.answers.is_empty() {
+            answer.authority.push(self.soa(catalog.revision));
+        }
+        answer
+    }
+}
+
+impl DnsHandler {
+    /// The records of `service`'s healthy instances (carrying `tag`) for
+    /// `record_type`; SRV answers carry their targets' addresses as
+    /// additional records.
+    fn records(
+        &self,
+        name: &Name,
+        service: &crate::catalog::ServiceEntry,
+        tag: Option<&str>,
+        record_type: RecordType,
+    ) -> Answer {
         let healthy = service.healthy(tag).take(DNS_RECORDS_MAX);
         let mut answer = Answer::default();
         match record_type {
             RecordType::A | RecordType::AAAA => {
-                for instance in healthy {
-                    let is_v4 = instance.address.is_ipv4();
-                    if is_v4 == (record_type == RecordType::A) {
-                        answer
-                            .answers
-                            .push(address_record(&name, self.ttl_secs, instance.address));
-                    }
-                }
+                let want_v4 = record_type == RecordType::A;
+                answer.answers = healthy
+                    .filter(|i| i.address.is_ipv4() == want_v4)
+                    .map(|i| address_record(name, self.ttl_secs, i.address))
+                    .collect();
             }
             RecordType::SRV => {
                 for instance in healthy {
@@ -223,9 +239,6 @@ impl DnsHandler {
                 }
             }
             _ => {}
-        }
-        if answer.answers.is_empty() {
-            answer.authority.push(self.soa(catalog.revision));
         }
         answer
     }
