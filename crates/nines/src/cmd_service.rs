@@ -181,77 +181,95 @@ async fn run_async(args: ServiceArgs, endpoints: &[String]) -> anyhow::Result<()
             Some(revision) => println!("deregistered {name}/{id} at revision {revision}"),
             None => bail!("instance {id:?} of service {name:?} is not registered"),
         },
-        ServiceOp::List => {
-            let catalog = registry.load().await?;
-            let mut rows = Vec::new();
-            for (name, service) in catalog.services() {
-                rows.push(serde_json::json!({
-                    "name": name,
-                    "instances": service.registered().count(),
-                    "passing": service.healthy(None).count(),
-                }));
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"index": catalog.index, "services": rows})
-                );
-            } else {
-                for row in rows {
-                    println!(
-                        "{}\t{} instances\t{} passing",
-                        row["name"].as_str().unwrap_or(""),
-                        row["instances"],
-                        row["passing"]
-                    );
-                }
-            }
-        }
-        ServiceOp::Health { name, passing } => {
-            let catalog = registry.load().await?;
-            let views: Vec<InstanceView> = catalog.service(&name).map_or_else(Vec::new, |s| {
-                s.registered()
-                    .filter(|(e, _)| !passing || e.is_healthy())
-                    .map(|(e, i)| InstanceView::new(e, i))
-                    .collect()
-            });
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({"service": name, "index": catalog.service_index(&name), "instances": views})
-                );
-            } else {
-                for v in views {
-                    println!(
-                        "{}\t{}:{}\t{}\t{}",
-                        v.id, v.address, v.port, v.status, v.output
-                    );
-                }
-            }
-        }
+        ServiceOp::List => list(&registry, json).await?,
+        ServiceOp::Health { name, passing } => health(&registry, &name, passing, json).await?,
         ServiceOp::Heartbeat { name, id, every } => {
             registry.heartbeat(&name, &id).await?;
-            let Some(every) = every else {
-                println!("heartbeat {name}/{id}");
-                return Ok(());
-            };
-            let every =
-                nines_registry::model::parse_duration("every", &serde_json::Value::String(every))?
-                    .max(Duration::from_millis(100));
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            let stop = crate::shutdown_signal();
-            tokio::pin!(stop);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = &mut stop => return Ok(()),
-                }
-                if let Err(error) = registry.heartbeat(&name, &id).await {
-                    eprintln!("heartbeat {name}/{id}: {error}");
-                }
+            match every {
+                None => println!("heartbeat {name}/{id}"),
+                Some(every) => heartbeat_loop(&registry, &name, &id, every).await?,
             }
         }
     }
     Ok(())
+}
+
+async fn list(registry: &Registry, json: bool) -> anyhow::Result<()> {
+    let catalog = registry.load().await?;
+    let rows: Vec<_> = catalog
+        .services()
+        .map(|(name, service)| {
+            serde_json::json!({
+                "name": name,
+                "instances": service.registered().count(),
+                "passing": service.healthy(None).count(),
+            })
+        })
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"index": catalog.index, "services": rows})
+        );
+        return Ok(());
+    }
+    for row in rows {
+        println!(
+            "{}\t{} instances\t{} passing",
+            row["name"].as_str().unwrap_or(""),
+            row["instances"],
+            row["passing"]
+        );
+    }
+    Ok(())
+}
+
+async fn health(registry: &Registry, name: &str, passing: bool, json: bool) -> anyhow::Result<()> {
+    let catalog = registry.load().await?;
+    let views: Vec<InstanceView> = catalog.service(name).map_or_else(Vec::new, |s| {
+        s.registered()
+            .filter(|(e, _)| !passing || e.is_healthy())
+            .map(|(e, i)| InstanceView::new(e, i))
+            .collect()
+    });
+    if json {
+        let index = catalog.service_index(name);
+        println!(
+            "{}",
+            serde_json::json!({"service": name, "index": index, "instances": views})
+        );
+        return Ok(());
+    }
+    for v in views {
+        println!(
+            "{}\t{}:{}\t{}\t{}",
+            v.id, v.address, v.port, v.status, v.output
+        );
+    }
+    Ok(())
+}
+
+/// Heartbeats every `every` until SIGINT/SIGTERM; a failed heartbeat is
+/// reported and the next one tried (the store may be between leaders).
+async fn heartbeat_loop(
+    registry: &Registry,
+    name: &str,
+    id: &str,
+    every: String,
+) -> anyhow::Result<()> {
+    let every = nines_registry::model::parse_duration("every", &serde_json::Value::String(every))?
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => return Ok(()),
+        }
+        if let Err(error) = registry.heartbeat(name, id).await {
+            eprintln!("heartbeat {name}/{id}: {error}");
+        }
+    }
 }
