@@ -39,22 +39,23 @@ finish() {
 }
 trap finish EXIT
 
-# Scrapes every member's /metrics and one member's /v1/dashboard each second;
-# appends one line per pass (bytes of metrics, seconds the passes took) to $1.
+# Scrapes every member's /metrics and one member's /v1/dashboard each second
+# with one curl per pass (the scraper's own process starts are otherwise what
+# a 2-core machine measures); appends one line per pass to $1: the bytes of
+# each answer, then the microseconds the pass took.
 scraper_start() {
-  local out=$1
+  local out=$1 urls=() outs=() i
+  for ((i = 0; i < MEMBERS; i++)); do urls+=("http://$(member_field nines HTTP "$i")/metrics"); done
+  urls+=("http://$(member_field nines HTTP 0)/v1/dashboard")
+  for _ in "${urls[@]}"; do outs+=(-o /dev/null); done
   (
     while true; do
-      started=$(date +%s.%N)
-      bytes=0
-      for ((i = 0; i < MEMBERS; i++)); do
-        n=$(curl -fsS --max-time 1 "http://$(member_field nines HTTP "$i")/metrics" | wc -c) || n=0
-        bytes=$((bytes + n))
-      done
-      curl -fsS --max-time 1 "http://$(member_field nines HTTP 0)/v1/dashboard" >/dev/null || true
-      took=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
-      echo "$bytes $took" >>"$out"
-      sleep "$(awk -v t="$took" 'BEGIN { s = 1 - t; print (s > 0 ? s : 0) }')"
+      started=${EPOCHREALTIME/./}
+      sizes=$(curl -sS --max-time 1 "${outs[@]}" -w '%{size_download} ' "${urls[@]}") || sizes=""
+      took=$((${EPOCHREALTIME/./} - started))
+      echo "$sizes$took" >>"$out"
+      left=$((1000000 - took))
+      if [ "$left" -gt 0 ]; then sleep "0.$(printf '%06d' "$left")"; fi
     done
   ) &
   SCRAPER_PID=$!
@@ -96,6 +97,41 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
+# CPU time (clock ticks) the three members have used so far.
+members_cpu_ticks() {
+  local total=0 i fields
+  for ((i = 0; i < MEMBERS; i++)); do
+    read -r -a fields <"/proc/$(member_field nines PID "$i")/stat"
+    total=$((total + fields[13] + fields[14]))
+  done
+  echo "$total"
+}
+
+# What one scrape pass costs the members, apart from the load: their CPU
+# over BURST_SECONDS of back-to-back passes, less their CPU over as long idle
+# (heartbeats), divided by the passes.
+BURST_SECONDS=${BURST_SECONDS:-10}
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+idle_start=$(members_cpu_ticks)
+sleep "$BURST_SECONDS"
+idle_ticks=$(($(members_cpu_ticks) - idle_start))
+burst_urls=()
+burst_outs=()
+for ((i = 0; i < MEMBERS; i++)); do burst_urls+=("http://$(member_field nines HTTP "$i")/metrics"); done
+burst_urls+=("http://$(member_field nines HTTP 0)/v1/dashboard")
+for _ in "${burst_urls[@]}"; do burst_outs+=(-o /dev/null); done
+burst_start=$(members_cpu_ticks)
+burst_passes=0
+burst_end=$((SECONDS + BURST_SECONDS))
+while [ "$SECONDS" -lt "$burst_end" ]; do
+  curl -sS --max-time 1 "${burst_outs[@]}" "${burst_urls[@]}" || die "scrape failed"
+  burst_passes=$((burst_passes + 1))
+done
+burst_ticks=$(($(members_cpu_ticks) - burst_start))
+pass_cpu_ms=$(awk -v b="$burst_ticks" -v i="$idle_ticks" -v n="$burst_passes" -v t="$TICK_MS" \
+  'BEGIN { v = (b - i) * t / n; print (v > 0 ? v : 0) }')
+log "idle: $idle_ticks ticks; $burst_passes passes: $burst_ticks ticks; $pass_cpu_ms ms of member CPU per pass"
+
 median() {
   local mode=$1 name=$2 field=$3
   jq -s "map($field) | sort | if length % 2 == 1 then .[length / 2 | floor]
@@ -105,8 +141,8 @@ total() { jq -s "map($1) | add" "$WORK/results/$2/$3".*.json; }
 fmt() { awk -v v="$1" -v d="$2" 'BEGIN { printf "%.*f", d, v }'; }
 
 passes=$(wc -l <"$WORK/scrapes.txt")
-scrape_bytes=$(awk '{ s += $1 } END { print (NR ? s / NR / 3 : 0) }' "$WORK/scrapes.txt")
-pass_ms=$(awk '{ print $2 * 1000 }' "$WORK/scrapes.txt" | sort -n | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }')
+scrape_bytes=$(awk '{ s += $1 + $2 + $3 } END { print (NR ? s / NR / 3 : 0) }' "$WORK/scrapes.txt")
+pass_ms=$(awk '{ print $NF / 1000 }' "$WORK/scrapes.txt" | sort -n | awk '{ a[NR] = $1 } END { print (NR ? a[int((NR + 1) / 2)] : 0) }')
 section="$WORK/section.md"
 {
   echo "### Cost on the write path"
@@ -128,8 +164,17 @@ section="$WORK/section.md"
     echo "| $label | $(fmt "$off" 0) | $(fmt "$on" 0) | $(fmt "$ratio" 3) | $(fmt "$(median off "$name" .latency_ms.p50)" 2) | $(fmt "$(median on "$name" .latency_ms.p50)" 2) | $(fmt "$(median off "$name" .latency_ms.p99)" 2) | $(fmt "$(median on "$name" .latency_ms.p99)" 2) | $(total .errors off "$name") | $(total .errors on "$name") |"
   done
   echo
+  for bench in "${BENCHES[@]}"; do
+    IFS='|' read -r name label _ <<<"$bench"
+    echo "- $label, ops/s of each round: off $(jq -s -r 'map(.throughput_ops_s | floor) | join(", ")' "$WORK/results/off/$name".*.json);" \
+      "on $(jq -s -r 'map(.throughput_ops_s | floor) | join(", ")' "$WORK/results/on/$name".*.json) (the spread between rounds of"
+    echo "  the same mode is the noise of this shared machine; read on/off against it)."
+  done
   echo "- Scrape passes made: $passes; one member's \`/metrics\` is $(fmt "$scrape_bytes" 0) bytes; a pass over three"
-  echo "  members plus one dashboard view took $(fmt "$pass_ms" 1) ms (median, includes starting curl)."
+  echo "  members plus one dashboard view took $(fmt "$pass_ms" 1) ms (median, one curl process for the pass)."
+  echo "- Member CPU per scrape pass, apart from the load: $(fmt "$pass_cpu_ms" 2) ms summed over the three members"
+  echo "  ($burst_passes back-to-back passes in ${BURST_SECONDS} s: $burst_ticks clock ticks of member CPU, against $idle_ticks idle"
+  echo "  for as long). At one pass a second that is $(fmt "$(awk -v v="$pass_cpu_ms" 'BEGIN { print v / 10 }')" 3)% of one core."
   echo "- Load average of the machine (1/5/15 min) before the first round: $LOAD_BEFORE; after the last: $(load_average)."
   echo
   echo "Commands (\$ENDPOINTS: the three client endpoints):"
@@ -138,7 +183,7 @@ section="$WORK/section.md"
     IFS='|' read -r _ _ flags <<<"$bench"
     echo "    nines bench kv --endpoints \$ENDPOINTS $flags $COMMON -w json"
   done
-  echo "    # scraper on: every second, curl http://MEMBER/metrics for each member and http://MEMBER/v1/dashboard once"
+  echo "    # scraper on: every second, one curl for http://MEMBER/metrics of each member and http://MEMBER/v1/dashboard"
   echo
 } >"$section"
 replace_section "$RESULTS" "## Metrics and dashboard" "### Cost on the write path" "$section"
