@@ -219,7 +219,7 @@ impl Registry {
     /// A heartbeat for a TTL instance: renews its lease, or, when the lease
     /// already expired, takes a new one and marks the instance passing again.
     pub async fn heartbeat(&self, service: &str, id: &str) -> Result<(), RegistryError> {
-        let (mut instance, revision) =
+        let (instance, revision) =
             self.get_instance(service, id)
                 .await?
                 .ok_or_else(|| RegistryError::NotFound {
@@ -232,23 +232,40 @@ impl Registry {
                 id: id.to_string(),
             });
         };
-        if instance.lease != 0 && self.keep_alive_once(instance.lease).await? {
-            let health = self
-                .client
-                .clone()
-                .get(health_key(service, id), None)
-                .await?;
-            let passing = health.kvs().first().is_some_and(|kv| {
-                serde_json::from_slice::<HealthRecord>(kv.value())
-                    .is_ok_and(|h| h.status == Status::Passing)
-            });
-            if passing {
-                return Ok(());
-            }
+        if instance.lease != 0
+            && self.keep_alive_once(instance.lease).await?
+            && self.is_passing(service, id).await?
+        {
+            return Ok(());
         }
+        self.revive(instance, revision, ttl_secs).await
+    }
+
+    /// Whether the stored health record of an instance says passing.
+    async fn is_passing(&self, service: &str, id: &str) -> Result<bool, RegistryError> {
+        let health = self
+            .client
+            .clone()
+            .get(health_key(service, id), None)
+            .await?;
+        Ok(health.kvs().first().is_some_and(|kv| {
+            serde_json::from_slice::<HealthRecord>(kv.value())
+                .is_ok_and(|h| h.status == Status::Passing)
+        }))
+    }
+
+    /// Gives a TTL instance whose lease expired (or whose record says
+    /// critical) a new lease and marks it passing, if its registration is
+    /// still the one read at `revision`.
+    async fn revive(
+        &self,
+        mut instance: Instance,
+        revision: i64,
+        ttl_secs: i64,
+    ) -> Result<(), RegistryError> {
+        let (service, id) = (instance.service.clone(), instance.id.clone());
         let lease = self.client.clone().lease_grant(ttl_secs, None).await?;
-        let old_lease = instance.lease;
-        instance.lease = lease.id();
+        let old_lease = std::mem::replace(&mut instance.lease, lease.id());
         let record = HealthRecord {
             status: Status::Passing,
             output: "heartbeat".to_string(),
@@ -261,27 +278,24 @@ impl Registry {
             .txn(
                 Txn::new()
                     .when(vec![Compare::mod_revision(
-                        instance_key(service, id),
+                        instance_key(&service, &id),
                         CompareOp::Equal,
                         revision,
                     )])
                     .and_then(vec![
                         TxnOp::put(
-                            ttl_key(service, id),
+                            ttl_key(&service, &id),
                             "",
                             Some(PutOptions::new().with_lease(lease.id())),
                         ),
-                        TxnOp::put(health_key(service, id), to_json(&record), None),
-                        TxnOp::put(instance_key(service, id), to_json(&instance), None),
+                        TxnOp::put(health_key(&service, &id), to_json(&record), None),
+                        TxnOp::put(instance_key(&service, &id), to_json(&instance), None),
                     ]),
             )
             .await?;
         if !response.succeeded() {
             let _ = self.client.clone().lease_revoke(lease.id()).await;
-            return Err(RegistryError::Conflict {
-                service: service.to_string(),
-                id: id.to_string(),
-            });
+            return Err(RegistryError::Conflict { service, id });
         }
         if old_lease != 0 {
             let _ = self.client.clone().lease_revoke(old_lease).await;
