@@ -1065,3 +1065,34 @@ fn a_member_runs_a_gateway_that_follows_its_registry() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn an_explicit_dns_address_that_cannot_be_bound_stops_the_member() -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = UdpSocket::bind("127.0.0.1:0")?;
+    let dns = taken.local_addr()?;
+    let dir = tempfile::tempdir()?;
+    let ports = nines_testkit::free_ports(3)?;
+    let out = Command::new(exe())
+        .args(["server", "--name", "solo", "--data-dir"])
+        .arg(dir.path().join("solo"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{}", ports[0]),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", ports[1]),
+        ])
+        .args(["--http-addr", &format!("127.0.0.1:{}", ports[2])])
+        .args(["--dns-addr", &dns.to_string()])
+        .stdin(Stdio::null())
+        .output()?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {dns} (dns)")),
+        "{stderr}"
+    );
+    Ok(())
+}
