@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
@@ -354,7 +354,7 @@ async fn get_instance(
     Ok(index_response(catalog.service_index(&name), json!(view)))
 }
 
-async fn registry_info(State(api): State<Api>, _headers: HeaderMap) -> Response {
+async fn registry_info(State(api): State<Api>) -> Response {
     let catalog = api.catalog.borrow().clone();
     let checkers: Vec<&str> = catalog.checkers().collect();
     Json(json!({

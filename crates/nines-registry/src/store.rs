@@ -355,7 +355,6 @@ impl Registry {
             }
         }
         catalog.revision = revision;
-        catalog.index = catalog.index.max(0);
         catalog.loaded = true;
         Ok(catalog)
     }
