@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -146,7 +146,7 @@ pub fn router(api: Api) -> Router {
             put(missing_id).delete(missing_id),
         )
         .route("/v1/registry", get(registry_info))
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX * 16))
+        .layer(DefaultBodyLimit::disable())
         .with_state(api)
 }
 
@@ -161,14 +161,16 @@ async fn missing_id() -> ApiError {
 async fn register(
     State(api): State<Api>,
     Path((name, id)): Path<(String, String)>,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    if body.len() > BODY_BYTES_MAX {
-        return Err(ApiError::bad_request(format!(
-            "body: {} bytes is over the limit of {BODY_BYTES_MAX}",
-            body.len()
-        )));
-    }
+    // Read at most the limit: a huge body is refused without being buffered.
+    let body: Bytes = axum::body::to_bytes(body, BODY_BYTES_MAX)
+        .await
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "body: over the limit of {BODY_BYTES_MAX} bytes (or unreadable)"
+            ))
+        })?;
     let registration: Registration =
         serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
     let instance = registration

@@ -512,7 +512,7 @@ fn bad_registrations_are_refused_with_400_and_store_nothing_and_dns_survives_gar
                 "/v1/services/web/instances/a".into(),
                 format!(
                     r#"{{"address":"127.0.0.1","port":1,"meta":{{"b":"{}"}}}}"#,
-                    "y".repeat(200_000)
+                    "y".repeat(60_000)
                 ),
                 "limit",
             ),
