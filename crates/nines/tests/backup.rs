@@ -315,26 +315,54 @@ async fn full_incr_diff_incr_each_restore_byte_for_byte_into_a_new_cluster() {
         .stderr(Stdio::null())
         .spawn()
         .expect("create starts");
-    std::thread::sleep(Duration::from_millis(300));
-    let _ = doomed.kill();
+    // kill -9 once its set is being written (its staging dir exists).
+    let staging = repo.join("staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut killed_mid_run = false;
+    loop {
+        if doomed.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        let writing = std::fs::read_dir(&staging).is_ok_and(|mut d| d.next().is_some());
+        if writing {
+            let _ = doomed.kill();
+            killed_mid_run = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "create never started writing");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     let _ = doomed.wait();
     let after = list(&repo);
-    assert!(
-        after.len() == before.len() || after.len() == before.len() + 1,
-        "a killed create leaves the old sets, or the old sets and its whole set"
-    );
-    for id in after.keys().filter(|id| !before.contains_key(*id)) {
-        // It finished before the kill: remove it by prune's rules later; it must verify.
-        assert!(after[id]["kind"] == "full");
+    let new_ids: Vec<String> = after
+        .keys()
+        .filter(|id| !before.contains_key(*id))
+        .cloned()
+        .collect();
+    if killed_mid_run && new_ids.is_empty() {
+        // The partial set is still in staging/, and nobody lists it.
+        assert!(std::fs::read_dir(&staging)
+            .expect("staging")
+            .next()
+            .is_some());
     }
+    assert!(
+        new_ids.is_empty() || (new_ids.len() == 1 && after[&new_ids[0]]["kind"] == "full"),
+        "a killed create leaves the old sets, or the old sets and its whole set: {new_ids:?}"
+    );
     let v = verify(&repo);
     assert!(
         v.status.success(),
         "verify after a killed create: {}",
         text(&v.stderr)
     );
-    // Keep the chain as the test expects it: drop a set the killed create may have published.
-    for id in after.keys().filter(|id| !before.contains_key(*id)) {
+    eprintln!(
+        "killed mid-run: {}, published: {new_ids:?}",
+        killed_mid_run && new_ids.is_empty()
+    );
+    // Keep the chain as the test expects it: drop a set the killed create
+    // published before the kill landed.
+    for id in &new_ids {
         std::fs::remove_dir_all(repo.join("backups").join(id)).expect("remove");
     }
 
@@ -342,6 +370,11 @@ async fn full_incr_diff_incr_each_restore_byte_for_byte_into_a_new_cluster() {
     delete_many(&mut c, &(7..KEYS).step_by(501).collect::<Vec<_>>()).await;
     put_many(&mut c, &(KEYS..KEYS + 300).collect::<Vec<_>>(), 2, None).await;
     let diff = create(&eps, "diff", &repo);
+    assert_eq!(
+        std::fs::read_dir(&staging).expect("staging").count(),
+        0,
+        "the next create removed what the killed one left"
+    );
 
     put_many(&mut c, &(9..KEYS).step_by(70).collect::<Vec<_>>(), 3, None).await;
     delete_many(&mut c, &(KEYS..KEYS + 50).collect::<Vec<_>>()).await;
