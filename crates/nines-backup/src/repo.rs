@@ -136,6 +136,9 @@ impl Repository for LocalRepository {
     }
 
     fn open(&self, id: &str, name: &str) -> Result<Option<Box<dyn Read + Send>>, BackupError> {
+        if !is_plain_name(id) || !is_plain_name(name) {
+            return Ok(None);
+        }
         let path = self.backups_dir().join(id).join(name);
         match File::open(&path) {
             Ok(f) => Ok(Some(Box::new(f))),
@@ -145,6 +148,9 @@ impl Repository for LocalRepository {
     }
 
     fn stage(&self, id: &str) -> Result<Box<dyn Staging>, BackupError> {
+        if !is_plain_name(id) {
+            return Err(BackupError::NotFound { id: id.to_string() });
+        }
         let staging = self.staging_dir();
         fs::create_dir_all(&staging).map_err(|e| BackupError::io(&staging, e))?;
         let dir = staging.join(format!("{id}.{}", std::process::id()));
@@ -158,6 +164,9 @@ impl Repository for LocalRepository {
     }
 
     fn remove(&self, id: &str) -> Result<(), BackupError> {
+        if !is_plain_name(id) {
+            return Err(BackupError::NotFound { id: id.to_string() });
+        }
         let dir = self.backups_dir().join(id);
         // Move the set out of `backups/` first, so a crash mid-removal never
         // leaves a listed set with files missing.
@@ -183,6 +192,11 @@ struct LocalStaging {
 
 impl Staging for LocalStaging {
     fn create(&mut self, name: &str) -> Result<Box<dyn Write + Send>, BackupError> {
+        if !is_plain_name(name) {
+            return Err(BackupError::NotFound {
+                id: name.to_string(),
+            });
+        }
         let path = self.dir.join(name);
         let f = File::create(&path).map_err(|e| BackupError::io(&path, e))?;
         self.files.push(path);
@@ -218,6 +232,16 @@ impl Drop for LocalStaging {
     }
 }
 
+/// Whether `name` is a single path component of ordinary characters, so a
+/// set id or file name from the command line never leaves the repository.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 fn sync_dir(dir: &Path) -> Result<(), BackupError> {
     File::open(dir)
         .and_then(|f| f.sync_all())
@@ -249,6 +273,18 @@ mod tests {
         drop(s);
         assert_eq!(repo.list_sets().expect("list"), vec!["A".to_string()]);
         assert_eq!(fs::read_dir(repo.staging_dir()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn ids_that_would_leave_the_repository_are_not_found() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let repo = LocalRepository::open(&tmp.path().join("r"), true).expect("open");
+        fs::write(tmp.path().join("secret"), b"x").expect("write");
+        assert!(repo.open("..", "secret").expect("open").is_none());
+        assert!(repo.open("../..", "etc").expect("open").is_none());
+        assert!(repo.stage("../escape").is_err());
+        assert!(repo.remove("..").is_err());
+        assert!(tmp.path().join("secret").exists());
     }
 
     #[test]
