@@ -1,11 +1,12 @@
-// The nines dashboard: polls /v1/dashboard every second and /v1/services
-// every two seconds, and draws them with textContent only (names and
-// service data never become markup).
+// The nines dashboard: polls /v1/dashboard every second, /v1/services every
+// two seconds and /v1/availability every three, and draws them with
+// textContent only (names and service data never become markup).
 "use strict";
 
 const POLL_MS = 1000;
 const SERVICES_EVERY = 2;
-const FETCH_TIMEOUT_MS = 900;
+// Longer than a member takes to ask its peers (600 ms each, in parallel).
+const FETCH_TIMEOUT_MS = 2500;
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -209,8 +210,21 @@ function drawAvailability(res) {
   box.replaceChildren(table);
 }
 
-let tick = 0;
-async function poll() {
+// Three independent loops, so a slow answer in one panel (a registry read
+// waits for a leader during an election) never delays the cluster view.
+function every(ms, step) {
+  const run = async () => {
+    const started = Date.now();
+    try {
+      await step();
+    } finally {
+      setTimeout(run, Math.max(0, ms - (Date.now() - started)));
+    }
+  };
+  run();
+}
+
+async function pollCluster() {
   const banner = document.getElementById("banner");
   try {
     const res = await getJson("/v1/dashboard");
@@ -220,27 +234,33 @@ async function poll() {
     document.querySelector("main").classList.remove("stale");
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   } catch (e) {
-    banner.textContent = "This member does not answer (" + (e.message || e) + "); showing the last view.";
+    banner.textContent = "The dashboard's member does not answer (" + (e.message || e) + "); showing the last view.";
     banner.hidden = false;
     document.querySelector("main").classList.add("stale");
     setPill("leader", "Leader: unknown", false);
   }
-  if (tick % SERVICES_EVERY === 0) {
-    try {
-      await drawServices(await getJson("/v1/services"));
-    } catch (e) {
-      await drawServices({ status: 0, body: null });
-    }
-  }
-  if (tick % AVAILABILITY_EVERY === 0) {
-    try {
-      drawAvailability(await getJson("/v1/availability"));
-    } catch (e) {
-      drawAvailability({ status: 0, body: null });
-    }
-  }
-  tick++;
-  setTimeout(poll, POLL_MS);
 }
 
-poll();
+async function pollServices() {
+  try {
+    await drawServices(await getJson("/v1/services"));
+  } catch (e) {
+    await drawServices({ status: 0, body: null });
+  }
+}
+
+async function pollAvailability() {
+  try {
+    drawAvailability(await getJson("/v1/availability"));
+  } catch (e) {
+    drawAvailability({ status: 0, body: null });
+  }
+}
+
+function start() {
+  every(POLL_MS, pollCluster);
+  every(POLL_MS * SERVICES_EVERY, pollServices);
+  every(POLL_MS * AVAILABILITY_EVERY, pollAvailability);
+}
+
+start();

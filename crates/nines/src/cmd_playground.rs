@@ -1,7 +1,10 @@
 //! `nines playground`: a local cluster in one command. Starts N member
 //! processes on loopback with their data under one directory, waits for a
 //! leader, prints the endpoints, follows leader changes, and on Ctrl-C stops
-//! every member it started (SIGTERM, then SIGKILL after a grace period).
+//! every member it started (SIGTERM, then SIGKILL after a grace period). The
+//! dashboard URL it prints is an in-process gateway in front of every
+//! member's HTTP API, so the page keeps working (and shows the failover)
+//! when the member that served it is killed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -185,6 +188,36 @@ pub async fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
         .flatten()
 }
 
+/// Starts the gateway in front of the members' HTTP APIs on `port`: one
+/// member serves the page (consistent hashing on the client address keeps
+/// it the same while it lives); a dead one is skipped by a connect-failure
+/// retry at once and by the health check from then on.
+async fn start_dashboard_gateway(
+    cluster: &LocalCluster,
+    port: u16,
+) -> anyhow::Result<nines_gateway::Gateway> {
+    let backends = cluster
+        .members
+        .iter()
+        .map(|m| format!("{{ addr = \"{}\" }}", m.http))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let text = format!(
+        "[[listener]]\nname = \"dashboard\"\nbind = \"127.0.0.1:{port}\"\nprotocol = \"http\"\n\n\
+         [[listener.route]]\npath_prefix = \"/\"\ncluster = \"members\"\n\n\
+         [[cluster]]\nname = \"members\"\nbalance = \"consistent_hash\"\nhash_key = \"source_ip\"\n\
+         backends = [{backends}]\n\n\
+         [cluster.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 1\n\n\
+         [cluster.retry]\nattempts = {attempts}\non = [\"connect-failure\", \"reset\", \"timeout\"]\n",
+        attempts = cluster.members.len().max(2),
+    );
+    let config = nines_gateway::Config::parse(Path::new("playground-dashboard.toml"), &text)
+        .context("dashboard gateway config")?;
+    nines_gateway::Gateway::start(config, None, None)
+        .await
+        .context("cannot start the dashboard gateway")
+}
+
 /// The leader's name and term as some member reports it.
 async fn leader_view(cluster: &LocalCluster) -> Option<(String, u64)> {
     for m in &cluster.members {
@@ -260,8 +293,10 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
+        let dashboard_port = free_ports(1)?[0];
+        let gateway = start_dashboard_gateway(&cluster, dashboard_port).await?;
         println!("endpoints: {}", cluster.endpoints());
-        println!("dashboard: http://{}/", cluster.members[0].http);
+        println!("dashboard: http://127.0.0.1:{dashboard_port}/");
         println!(
             "try: etcdctl --endpoints={} put hello world",
             cluster.endpoints()
@@ -292,6 +327,7 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
                 None => {}
             }
         }
+        gateway.shutdown().await;
         Ok(())
     });
     println!("stopping {} members", cluster.members.len());

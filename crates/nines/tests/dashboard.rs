@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
-//! the W3C WebDriver protocol by chromedriver, loads the page of a running
-//! 3-member cluster, reads the leader and every member by name and a
+//! the W3C WebDriver protocol by chromedriver, loads the dashboard URL that
+//! `nines playground` prints for its 3 members, reads the leader and every member by name and a
 //! registered service in the services and availability panels, then the leader is killed with `kill -9` and the page must
 //! name the new leader within 3 s. Screenshots before and after are saved
 //! under the target directory and their paths printed. Without Chromium the
@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
-use support::cluster;
+use support::exe;
 
 /// How long the page may take to name the new leader after the kill.
 const FAILOVER_SHOWN_WITHIN: Duration = Duration::from_secs(3);
@@ -256,6 +256,113 @@ fn kill_processes_with_arg(marker: &str) {
     }
 }
 
+/// A running `nines playground`: its members (name, HTTP address) and the
+/// dashboard URL it printed. Interrupted like Ctrl-C on drop; whatever is
+/// left is killed by PID.
+struct Playground {
+    child: Child,
+    members: Vec<(String, String)>,
+    dashboard: String,
+}
+
+impl Playground {
+    fn start() -> anyhow::Result<Playground> {
+        use std::io::BufRead;
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-playground.log");
+        println!("playground log: {}", log.display());
+        let mut child = Command::new(exe())
+            .arg("playground")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("playground starts")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The reader drains stdout for the playground's whole life: a
+        // closed pipe would make its next line fail.
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut p = Playground {
+            child,
+            members: Vec::new(),
+            dashboard: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while p.dashboard.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .context("the playground prints its members and the dashboard URL")?;
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let [name, "client", _, "peer", _, "http", http] = words[..] {
+                p.members.push((name.to_owned(), http.to_owned()));
+            }
+            if let Some(url) = line.strip_prefix("dashboard: ") {
+                p.dashboard = url.to_owned();
+            }
+        }
+        Ok(p)
+    }
+
+    /// PIDs of the member processes, by `--name`.
+    fn member_pid(&self, name: &str) -> Option<i32> {
+        let parent = self.child.id().to_string();
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat.rsplit_once(") ")?.1.split_whitespace().nth(1)?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let named = args
+                .windows(2)
+                .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+            (ppid == parent && named).then_some(pid)
+        })
+    }
+
+    /// The leader's name as the members report it.
+    async fn leader(&self) -> Option<String> {
+        for (_, http) in &self.members {
+            if let Some((200, body)) = nines_testkit::http_get(http, "/v1/cluster").await {
+                let v: Value = serde_json::from_str(&body).ok()?;
+                if let Some(l) = v["leader"].as_str() {
+                    return Some(l.to_owned());
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        let names: Vec<String> = self.members.iter().map(|m| m.0.clone()).collect();
+        let pids: Vec<i32> = names.iter().filter_map(|n| self.member_pid(n)).collect();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Waits until `#leader` reads `Leader: NAME` for a NAME `accept` takes.
 async fn wait_leader_shown(
     b: &Browser,
@@ -272,7 +379,8 @@ async fn wait_leader_shown(
             }
         }
         if Instant::now() > deadline {
-            bail!("the page shows {last:?} after {within:?}");
+            let banner = b.text_of("#banner").await.unwrap_or_default();
+            bail!("the page shows {last:?} after {within:?} ({banner})");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -283,17 +391,22 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
     let browser = Browser::start()
         .await
         .expect("headless Chromium via chromedriver (run scripts/install-test-deps.sh)");
-    let mut c = cluster(3, &[]).await;
-    let leader = c
-        .wait_agreed_leader(Duration::from_secs(10))
+    let playground = Playground::start().expect("playground");
+    let names: Vec<String> = playground.members.iter().map(|m| m.0.clone()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader_name = loop {
+        if let Some(l) = playground.leader().await {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let member_http = playground.members[0].1.clone();
+    browser
+        .goto(&playground.dashboard)
         .await
-        .expect("leader");
-    let leader_name = c.members[leader].name.clone();
-    // The page is served by a member that survives the kill.
-    let host = (leader + 1) % 3;
-    let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
-    let url = format!("http://{}/", c.members[host].http);
-    browser.goto(&url).await.expect("load the dashboard");
+        .expect("load the dashboard");
 
     let shown = wait_leader_shown(&browser, Duration::from_secs(10), |n| n == leader_name)
         .await
@@ -306,15 +419,29 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
     let mut listed: Vec<String> = serde_json::from_value(rows).expect("names");
     listed.sort();
     assert_eq!(listed, names, "every member is listed by name");
-    let leader_role = browser
-        .text_of(&format!("#members tr[data-name='{leader_name}'] .role"))
-        .await
-        .expect("role");
-    assert_eq!(leader_role, "leader");
+    // Each row is that member's own answer; the first ones may still be on
+    // their way (connections are made lazily).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let row = format!("#members tr[data-name='{leader_name}']");
+        let role = browser
+            .text_of(&format!("{row} .role"))
+            .await
+            .expect("role");
+        if role == "leader" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leader's row: {:?}",
+            browser.text_of(&row).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The services panel shows a registered service and its instance.
     let body = r#"{"address": "127.0.0.1", "port": 8081, "check": "none"}"#;
     let (status, answer) = nines_testkit::http_request(
-        &c.members[host].http,
+        &member_http,
         "PUT",
         "/v1/services/web/instances/web-1",
         Some(body),
@@ -361,8 +488,16 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
         .await
         .expect("screenshot");
 
+    // Kill the leader, whichever member serves the page.
+    let pid = playground
+        .member_pid(&leader_name)
+        .expect("the leader's process");
     let killed = Instant::now();
-    c.kill(leader);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the leader");
     let new_leader = wait_leader_shown(&browser, FAILOVER_SHOWN_WITHIN, |n| {
         n != leader_name && names.iter().any(|m| m == n)
     })
