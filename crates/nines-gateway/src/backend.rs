@@ -14,6 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use crate::body::UpBody;
 use crate::hash::hash_bytes;
+use crate::metrics::ShardedCounter;
 use crate::worker::{current, POOL_SLOTS};
 
 /// Most idle connections kept per backend.
@@ -42,8 +43,9 @@ pub enum BackendState {
 /// Counters of one backend, monotonic over the backend's life.
 #[derive(Debug, Default)]
 pub struct BackendCounters {
-    /// Requests sent to the backend (attempts, including retries).
-    pub requests: AtomicU64,
+    /// Requests sent to the backend (attempts, including retries); sharded
+    /// per worker because every request bumps it.
+    pub requests: ShardedCounter,
     /// Attempts that failed: connect failure, reset or timeout.
     pub failures: AtomicU64,
     /// Responses with a 5xx status.
@@ -161,7 +163,7 @@ impl Backend {
     /// Counts one more request in flight.
     pub fn begin_request(&self) {
         self.active.fetch_add(1, Ordering::Relaxed);
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.requests.add(1);
     }
 
     /// Counts one request fewer in flight.

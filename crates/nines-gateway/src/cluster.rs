@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::backend::{now_ms, Backend};
 use crate::balance::Balancer;
 use crate::config::{BalanceKind, ClusterConfig, HashKey, RetryOn};
+use crate::metrics::ShardedCounter;
 use crate::source::BackendSpec;
 
 /// Default time to open a backend connection.
@@ -101,7 +102,8 @@ impl RetryPolicy {
 #[derive(Debug, Default)]
 pub struct RetryBudget {
     window_sec: AtomicU64,
-    requests: AtomicU64,
+    /// Sharded: every request bumps it, retries (rare) read it.
+    requests: ShardedCounter,
     retries: AtomicU64,
 }
 
@@ -109,13 +111,13 @@ impl RetryBudget {
     /// Counts a new request.
     pub fn record_request(&self, now_ms: u64) {
         self.roll(now_ms);
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.add(1);
     }
 
     /// Takes one retry from the budget; false when it is spent.
     pub fn try_retry(&self, policy: &RetryPolicy, now_ms: u64) -> bool {
         self.roll(now_ms);
-        let requests = self.requests.load(Ordering::Relaxed);
+        let requests = self.requests.get();
         let allowed = u64::from(policy.budget_min_per_sec)
             + requests * u64::from(policy.budget_percent) / 100;
         if self.retries.fetch_add(1, Ordering::Relaxed) < allowed {
@@ -135,7 +137,7 @@ impl RetryBudget {
                 .compare_exchange(window, second, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.requests.store(0, Ordering::Relaxed);
+            self.requests.reset();
             self.retries.store(0, Ordering::Relaxed);
         }
     }

@@ -459,7 +459,7 @@ impl Gateway {
                             "active": b.active(),
                             "idle_connections": b.idle_count(),
                             "ewma_latency_us": b.ewma_ns() / 1000,
-                            "requests": load(&b.counters.requests),
+                            "requests": b.counters.requests.get(),
                             "failures": load(&b.counters.failures),
                             "responses_5xx": load(&b.counters.responses_5xx),
                             "ejections": load(&b.counters.ejections),

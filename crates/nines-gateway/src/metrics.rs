@@ -16,6 +16,7 @@ use prometheus_client::registry::Registry;
 
 use crate::backend::now_ms;
 use crate::cluster::Cluster;
+use crate::worker::{current, POOL_SLOTS};
 
 /// Counters of one listener.
 #[derive(Debug, Default)]
@@ -24,10 +25,6 @@ pub struct ListenerMetrics {
     pub connections: AtomicU64,
     /// Connections open now.
     pub connections_active: AtomicU64,
-    /// Requests that reached the router.
-    pub requests: AtomicU64,
-    /// Responses by class: 1xx, 2xx, 3xx, 4xx, 5xx.
-    pub responses: [AtomicU64; 5],
     /// Requests no route matched (404).
     pub unrouted: AtomicU64,
     /// Requests answered 503 because no backend was available.
@@ -48,75 +45,150 @@ pub struct ListenerMetrics {
     pub header_timeouts: AtomicU64,
     /// TCP connections that found no backend to connect to.
     pub tcp_connect_failed: AtomicU64,
-    /// Time from a request's arrival to its response head.
-    pub latency: LatencyHistogram,
+    /// The counters every request bumps, one shard per worker.
+    per_request: [RequestShard; COUNTER_SHARDS],
 }
+
+/// Shards of the per-request counters; workers beyond this share shards.
+pub const COUNTER_SHARDS: usize = POOL_SLOTS;
 
 /// Upper bounds (seconds) of the request latency histogram's buckets.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A latency histogram of plain atomics, so observing never takes a lock.
+/// What one worker counts for every request of a listener: requests,
+/// responses by class and the latency histogram. Each worker writes only its
+/// own shard, aligned to its own cache lines, so two workers never hand a
+/// counter's line back and forth; a scrape sums the shards.
 #[derive(Debug)]
-pub struct LatencyHistogram {
+#[repr(align(128))]
+struct RequestShard {
+    requests: AtomicU64,
+    responses: [AtomicU64; 5],
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
     /// Sum of the observations, in nanoseconds.
     sum_nanos: AtomicU64,
 }
 
-impl Default for LatencyHistogram {
+impl Default for RequestShard {
     fn default() -> Self {
-        LatencyHistogram {
+        RequestShard {
+            requests: AtomicU64::new(0),
+            responses: std::array::from_fn(|_| AtomicU64::new(0)),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             sum_nanos: AtomicU64::new(0),
         }
     }
 }
 
-impl LatencyHistogram {
-    /// Records one observation.
-    pub fn observe(&self, elapsed: std::time::Duration) {
+/// A counter that every worker bumps on the request path: each worker adds
+/// to its own cache-line-aligned shard and a reader sums them, so counting
+/// never moves a cache line between cores.
+#[derive(Debug, Default)]
+pub struct ShardedCounter {
+    shards: [PaddedCounter; COUNTER_SHARDS],
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct PaddedCounter(AtomicU64);
+
+impl ShardedCounter {
+    /// Adds `n` on the calling worker's shard.
+    pub fn add(&self, n: u64) {
+        self.shards[current() % COUNTER_SHARDS]
+            .0
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The total over all shards.
+    pub fn get(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Sets every shard to zero.
+    pub fn reset(&self) {
+        for shard in &self.shards {
+            shard.0.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+impl ListenerMetrics {
+    fn shard(&self) -> &RequestShard {
+        &self.per_request[current() % COUNTER_SHARDS]
+    }
+
+    /// Counts a request that reached the router.
+    pub fn count_request(&self) {
+        self.shard().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests that reached the router.
+    pub fn requests(&self) -> u64 {
+        self.per_request
+            .iter()
+            .map(|s| s.requests.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+
+    /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub fn responses(&self) -> [u64; 5] {
+        let mut total = [0u64; 5];
+        for shard in &self.per_request {
+            for (sum, count) in total.iter_mut().zip(&shard.responses) {
+                *sum = sum.wrapping_add(count.load(Ordering::Relaxed));
+            }
+        }
+        total
+    }
+
+    /// Counts a response status.
+    pub fn count_status(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.shard().responses[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a response status and the time it took to answer.
+    pub fn observe(&self, status: u16, elapsed: std::time::Duration) {
+        let shard = self.shard();
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        shard.responses[class].fetch_add(1, Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         let i = LATENCY_BUCKETS_SECONDS
             .iter()
             .position(|&le| secs <= le)
             .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        shard.buckets[i].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        shard.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// (sum in seconds, count, per-bucket counts). The count is the
-    /// buckets' total, so a scrape racing an observation stays consistent.
-    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    /// The latency histogram: (sum in seconds, count, per-bucket counts).
+    /// The count is the buckets' total, so a scrape racing an observation
+    /// stays consistent.
+    fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let mut counts = [0u64; LATENCY_BUCKETS_SECONDS.len() + 1];
+        let mut sum_nanos = 0u64;
+        for shard in &self.per_request {
+            for (total, bucket) in counts.iter_mut().zip(&shard.buckets) {
+                *total = total.wrapping_add(bucket.load(Ordering::Relaxed));
+            }
+            sum_nanos = sum_nanos.wrapping_add(shard.sum_nanos.load(Ordering::Relaxed));
+        }
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_SECONDS
             .iter()
             .copied()
             .chain(std::iter::once(f64::MAX))
-            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .zip(counts)
             .collect();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        (
-            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
-            count,
-            buckets,
-        )
-    }
-}
-
-impl ListenerMetrics {
-    /// Counts a response status.
-    pub fn count_status(&self, status: u16) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts a response status and the time it took to answer.
-    pub fn observe(&self, status: u16, elapsed: std::time::Duration) {
-        self.count_status(status);
-        self.latency.observe(elapsed);
+        (sum_nanos as f64 / 1e9, count, buckets)
     }
 }
 
@@ -221,7 +293,7 @@ impl Collector for Scrape {
             ("connections", "Client connections accepted.", &|m| {
                 load(&m.connections)
             }),
-            ("requests", "Requests received.", &|m| load(&m.requests)),
+            ("requests", "Requests received.", &|m| m.requests()),
             ("unrouted", "Requests no route matched.", &|m| {
                 load(&m.unrouted)
             }),
@@ -274,13 +346,13 @@ impl Collector for Scrape {
         }
         let mut responses = Vec::new();
         for (name, m) in &listeners {
-            for (class, count) in m.responses.iter().enumerate() {
+            for (class, count) in m.responses().into_iter().enumerate() {
                 responses.push((
                     vec![
                         ("listener", name.clone()),
                         ("class", format!("{}xx", class + 1)),
                     ],
-                    load(count),
+                    count,
                 ));
             }
         }
@@ -313,7 +385,7 @@ impl Collector for Scrape {
                 prometheus_client::metrics::MetricType::Histogram,
             )?;
             for (name, m) in &listeners {
-                let (sum, count, buckets) = m.latency.read();
+                let (sum, count, buckets) = m.latency();
                 let labels: Labels = vec![("listener", name.clone())];
                 family
                     .encode_family(&labels)?
@@ -360,7 +432,7 @@ impl Scrape {
         let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
         let counters: [BackendCounter<'_>; 5] = [
             ("backend_requests", "Attempts sent to a backend.", &|b| {
-                load(&b.counters.requests)
+                b.counters.requests.get()
             }),
             (
                 "backend_failures",

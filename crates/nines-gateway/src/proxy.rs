@@ -205,7 +205,7 @@ pub fn status_response(status: StatusCode, close: bool) -> Response<ProxyBody> {
 pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Response<ProxyBody> {
     let runtime = ctx.slot.load_full();
     let metrics = &runtime.metrics;
-    metrics.requests.fetch_add(1, Ordering::Relaxed);
+    metrics.count_request();
     let started = Instant::now();
     let method = request.method().clone();
     let path = runtime
