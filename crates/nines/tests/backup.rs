@@ -369,7 +369,13 @@ async fn full_incr_diff_incr_each_restore_byte_for_byte_into_a_new_cluster() {
     put_many(&mut c, &(5..KEYS).step_by(50).collect::<Vec<_>>(), 2, None).await;
     delete_many(&mut c, &(7..KEYS).step_by(501).collect::<Vec<_>>()).await;
     put_many(&mut c, &(KEYS..KEYS + 300).collect::<Vec<_>>(), 2, None).await;
-    let diff = create(&eps, "diff", &repo);
+    // The differential is read from a follower alone.
+    let leader = src
+        .wait_leader(Duration::from_secs(10))
+        .await
+        .expect("a leader");
+    let follower = &src.members[(leader + 1) % 3].client;
+    let diff = create(follower, "diff", &repo);
     assert_eq!(
         std::fs::read_dir(&staging).expect("staging").count(),
         0,
