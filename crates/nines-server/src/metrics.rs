@@ -26,6 +26,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+mod watchers;
+
 /// The content type of the exposition `prometheus-client` writes.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -255,6 +257,8 @@ struct MethodStats {
 #[derive(Debug)]
 struct GrpcStats {
     methods: Vec<MethodStats>,
+    /// Watchers open on this member's Watch streams.
+    watchers: Arc<AtomicI64>,
 }
 
 impl GrpcStats {
@@ -267,6 +271,7 @@ impl GrpcStats {
                     streams_active: AtomicI64::new(0),
                 })
                 .collect(),
+            watchers: Arc::new(AtomicI64::new(0)),
         }
     }
 }
@@ -398,7 +403,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
-        let mut call = CallRecord::start(Arc::clone(&self.stats), method_index(req.uri().path()));
+        let method = method_index(req.uri().path());
+        let watch = (method == METHOD_WATCH)
+            .then(|| watchers::WatchTally::new(Arc::clone(&self.stats.watchers)));
+        let mut call = CallRecord::start(Arc::clone(&self.stats), method);
         let fut = self.inner.call(req);
         Box::pin(async move {
             match fut.await {
@@ -411,6 +419,7 @@ where
                     Ok(response.map(|inner| MeteredBody {
                         inner,
                         call: Some(call),
+                        watch,
                     }))
                 }
                 Err(e) => {
@@ -427,6 +436,8 @@ where
 pub struct MeteredBody<B> {
     inner: B,
     call: Option<CallRecord>,
+    /// For a Watch stream: its watchers, read from its responses.
+    watch: Option<watchers::WatchTally>,
 }
 
 impl<B> std::fmt::Debug for MeteredBody<B> {
@@ -435,7 +446,11 @@ impl<B> std::fmt::Debug for MeteredBody<B> {
     }
 }
 
-impl<B: Body + Unpin> Body for MeteredBody<B> {
+impl<B> Body for MeteredBody<B>
+where
+    B: Body + Unpin,
+    B::Data: AsRef<[u8]>,
+{
     type Data = B::Data;
     type Error = B::Error;
 
@@ -451,6 +466,9 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
                     if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
                         call.set_code(code);
                     }
+                    if let (Some(watch), Some(data)) = (this.watch.as_mut(), frame.data_ref()) {
+                        watch.feed(data.as_ref());
+                    }
                 }
                 Poll::Ready(Some(Err(_))) => call.set_code(CODE_UNKNOWN),
                 Poll::Ready(None) => call.ended = true,
@@ -460,6 +478,7 @@ impl<B: Body + Unpin> Body for MeteredBody<B> {
         if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             // Record now rather than when hyper gets round to dropping us.
             this.call = None;
+            this.watch = None;
         }
         poll
     }
@@ -671,6 +690,12 @@ impl Scrape {
             "leases_active",
             "Leases granted and not yet revoked or expired.",
             leases as i64,
+        )?;
+        gauge(
+            e,
+            "watchers_active",
+            "Watchers open on this member's Watch streams.",
+            self.0.grpc.watchers.load(Ordering::Relaxed),
         )?;
         gauge(
             e,

@@ -21,7 +21,7 @@ type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
 /// The families every member exposes, with their type. (Labelled families
 /// without samples, such as the registry's instances before any registers,
 /// are left out, as Prometheus clients do.)
-const FAMILIES: [(&str, OpenMetricsType); 21] = [
+const FAMILIES: [(&str, OpenMetricsType); 22] = [
     ("nines_member_info", OpenMetricsType::Gauge),
     ("nines_raft_term", OpenMetricsType::Gauge),
     ("nines_raft_is_leader", OpenMetricsType::Gauge),
@@ -37,6 +37,7 @@ const FAMILIES: [(&str, OpenMetricsType); 21] = [
     ("nines_store_db_size_bytes", OpenMetricsType::Gauge),
     ("nines_leases_active", OpenMetricsType::Gauge),
     ("nines_watch_streams_active", OpenMetricsType::Gauge),
+    ("nines_watchers_active", OpenMetricsType::Gauge),
     ("nines_grpc_requests", OpenMetricsType::Counter),
     (
         "nines_grpc_request_duration_seconds",
@@ -177,6 +178,8 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
     // own: count ours as the difference.
     let watches = |e: &Exposition| must(e, "nines_watch_streams_active", &[]);
     assert_eq!(watches(&after), watches(&before) + 1.0);
+    let watchers = |e: &Exposition| must(e, "nines_watchers_active", &[]);
+    assert_eq!(watchers(&after), watchers(&before) + 1.0);
     assert_eq!(
         must(&after, "nines_grpc_streams_active", &[("method", "Watch")]),
         watches(&after)
@@ -233,7 +236,10 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let expo = scrape(&http).await.expect("scrape");
-        if watches(&expo) == watches(&before) && must(&expo, "nines_leases_active", &[]) == 0.0 {
+        if watches(&expo) == watches(&before)
+            && watchers(&expo) == watchers(&before)
+            && must(&expo, "nines_leases_active", &[]) == 0.0
+        {
             break;
         }
         assert!(Instant::now() < deadline, "watch stream and lease not gone");
