@@ -5,7 +5,8 @@
 #   - HTTP discovery queries/s with wrk (GET /v1/services/svc-N/instances?healthy=true),
 #   - the time for a health change to reach DNS (a real HTTP check on a demo
 #     backend that is killed and restarted TRIALS times).
-# Appends its figures to bench/RESULTS.md under "## Registry".
+# Writes its figures to bench/RESULTS.md under "## Registry" (replacing an
+# earlier run's).
 #
 # Usage: bench/registry/run.sh   (SERVICES=1000 PER_SERVICE=10 DURATION=10 TRIALS=5)
 set -euo pipefail
@@ -102,7 +103,6 @@ echo "$TIMING"
 
 LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
 {
-  echo
   echo "## Registry"
   echo
   echo "Written by \`bench/registry/run.sh\` (SERVICES=$SERVICES PER_SERVICE=$PER_SERVICE DURATION=$DURATION TRIALS=$TRIALS)"
@@ -123,5 +123,21 @@ LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
   echo '```'
   echo "$TIMING"
   echo '```'
-} >>"$RESULTS"
-echo "appended to $RESULTS"
+} >"$WORK/section.md"
+# Replace an earlier "## Registry" section, or append one.
+python3 - "$RESULTS" "$WORK/section.md" <<'PY'
+import sys
+path, section = sys.argv[1], open(sys.argv[2]).read()
+try:
+    text = open(path).read()
+except FileNotFoundError:
+    text = ""
+start = text.find("## Registry\n")
+if start < 0:
+    text = text.rstrip("\n") + "\n\n" + section
+else:
+    end = text.find("\n## ", start + 1)
+    text = text[:start] + section + (text[end:] if end >= 0 else "")
+open(path, "w").write(text)
+PY
+echo "written to $RESULTS"
