@@ -124,6 +124,15 @@ impl FramingTracker {
                 return &data[skip..];
             }
         }
+        // Fast path: a whole head in one read (the usual case) is inspected
+        // where it lies, without copying it.
+        if self.head.is_empty() {
+            if let Some(end) = find_head_end_fast(data) {
+                let framing = inspect_head(&data[..end]);
+                self.end_head(framing);
+                return &data[end..];
+            }
+        }
         let searched_from = self.head.len().saturating_sub(3);
         self.head.extend_from_slice(data);
         let Some(end) = find_head_end(&self.head[searched_from..]).map(|end| end + searched_from)
@@ -137,6 +146,12 @@ impl FramingTracker {
         let consumed_here = end - (self.head.len() - data.len());
         let framing = inspect_head(&self.head[..end]);
         self.head.clear();
+        self.end_head(framing);
+        &data[consumed_here..]
+    }
+
+    /// Moves past a complete head whose framing is `framing`.
+    fn end_head(&mut self, framing: HeadFraming) {
         self.first = false;
         self.state = match framing {
             HeadFraming::Ambiguous => {
@@ -152,7 +167,6 @@ impl FramingTracker {
             HeadFraming::Length(0) | HeadFraming::None => State::Head,
             HeadFraming::Length(n) => State::Body(n),
         };
-        &data[consumed_here..]
     }
 
     fn feed_chunk_size<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
@@ -197,6 +211,26 @@ impl FramingTracker {
         };
         &[]
     }
+}
+
+/// The same answer as [`find_head_end`] for bytes that start a head (so
+/// they do not start with a line feed), in one pass over the line feeds.
+fn find_head_end_fast(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    // Invariant: `from` grows on every iteration.
+    while let Some(at) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let lf = from + at;
+        match bytes.get(lf + 1) {
+            Some(b'\n') => return Some(lf + 2),
+            Some(b'\r')
+                if lf > 0 && bytes[lf - 1] == b'\r' && bytes.get(lf + 2) == Some(&b'\n') =>
+            {
+                return Some(lf + 3)
+            }
+            _ => from = lf + 1,
+        }
+    }
+    None
 }
 
 /// Offset just past the blank line ending a head, if present.
@@ -288,6 +322,27 @@ mod tests {
         assert!(!feed_all(&[one, one, one]));
         let post = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
         assert!(!feed_all(&[post]));
+    }
+
+    #[test]
+    fn fast_head_end_agrees_with_the_plain_search() {
+        // Every string of up to 9 bytes over {a, CR, LF} that starts a head.
+        let alphabet = [b'a', b'\r', b'\n'];
+        for len in 1..=9u32 {
+            for code in 0..3usize.pow(len) {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|i| alphabet[code / 3usize.pow(i) % 3])
+                    .collect();
+                if bytes[0] != b'a' {
+                    continue;
+                }
+                assert_eq!(
+                    find_head_end_fast(&bytes),
+                    find_head_end(&bytes),
+                    "{bytes:?}"
+                );
+            }
+        }
     }
 
     #[test]

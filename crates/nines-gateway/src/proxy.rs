@@ -240,14 +240,16 @@ async fn route_and_forward(
         metrics.body_too_large.fetch_add(1, Ordering::Relaxed);
         return status_response(StatusCode::PAYLOAD_TOO_LARGE, true);
     }
-    let Some(cluster) = runtime.route(&request).cloned() else {
+    // Borrowed from the runtime, which the caller holds: no reference count
+    // shared by all workers is touched per request.
+    let Some(cluster) = runtime.route(&request) else {
         metrics.unrouted.fetch_add(1, Ordering::Relaxed);
         return status_response(StatusCode::NOT_FOUND, false);
     };
     if is_upgrade(&request) {
-        return upgrade(ctx, &cluster, request, metrics).await;
+        return upgrade(ctx, cluster, request, metrics).await;
     }
-    let forward = forward(ctx, &cluster, request, runtime.body_bytes_max, metrics);
+    let forward = forward(ctx, cluster, request, runtime.body_bytes_max, metrics);
     match runtime.request_timeout {
         Some(limit) => tokio::time::timeout(limit, forward)
             .await
@@ -303,7 +305,21 @@ fn cookie<'r, B>(request: &'r Request<B>, name: &str) -> Option<&'r str> {
 /// X-Forwarded-For/-Proto and Forwarded, and turns HTTP/2 into HTTP/1.1.
 fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
     let headers = &mut parts.headers;
-    if !keep_upgrade {
+    // One pass over the names finds the fields to drop, so a request without
+    // hop-by-hop fields (the usual case) costs no hashed lookups for them.
+    let mut connection = false;
+    let mut hop_by_hop = false;
+    let mut forwarded_for = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION || name == header::UPGRADE {
+            connection = true;
+        } else if is_request_hop_by_hop(name) {
+            hop_by_hop = true;
+        } else if name == X_FORWARDED_FOR {
+            forwarded_for = true;
+        }
+    }
+    if connection && !keep_upgrade {
         if let Some(connection) = headers.remove(header::CONNECTION) {
             if let Ok(tokens) = connection.to_str() {
                 for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
@@ -313,21 +329,24 @@ fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
         }
         headers.remove(header::UPGRADE);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
-        if headers.contains_key(name) {
+    if hop_by_hop {
+        for name in [
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+            &header::TE,
+            &header::TRAILER,
+            &header::TRANSFER_ENCODING,
+        ] {
             headers.remove(name);
         }
     }
-    match headers
-        .get(&X_FORWARDED_FOR)
-        .map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat())
-    {
+    headers.reserve(3);
+    // Checked again: a `Connection` token may have named X-Forwarded-For.
+    let joined = forwarded_for
+        .then(|| headers.get(&X_FORWARDED_FOR))
+        .flatten()
+        .map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat());
+    match joined {
         Some(joined) => {
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 headers.insert(&X_FORWARDED_FOR, value);
@@ -526,13 +545,14 @@ async fn forward(
             break;
         };
         tried[attempt] = index;
-        let lease = Lease::new(Arc::clone(&backend), Arc::clone(cluster));
-        let sender = match take_ready(&backend).await {
+        let lease = Lease::new(backend, Arc::clone(cluster));
+        let backend: &Backend = lease.backend();
+        let sender = match take_ready(backend).await {
             Some(sender) => Some(sender),
-            None => connect(&backend, cluster.connect_timeout, false).await,
+            None => connect(backend, cluster.connect_timeout, false).await,
         };
         let Some(mut sender) = sender else {
-            record_failure(cluster, &backend);
+            record_failure(cluster, backend);
             last_failure = Some(Failure::Connect);
             if policy.on_connect_failure || attempt == 0 {
                 continue;
@@ -562,12 +582,12 @@ async fn forward(
         let sent_at = Instant::now();
         let outcome = tokio::time::timeout(
             cluster.response_timeout,
-            send_fresh_on_stale(&backend, cluster, &mut sender, request),
+            send_fresh_on_stale(backend, cluster, &mut sender, request),
         )
         .await;
         let response = match outcome {
             Err(_) => {
-                record_failure(cluster, &backend);
+                record_failure(cluster, backend);
                 last_failure = Some(Failure::Timeout);
                 if policy.on_timeout && idempotent && replay.is_some() {
                     continue;
@@ -575,7 +595,7 @@ async fn forward(
                 break;
             }
             Ok(Err(())) => {
-                record_failure(cluster, &backend);
+                record_failure(cluster, backend);
                 last_failure = Some(Failure::Reset);
                 if policy.on_reset && idempotent && replay.is_some() {
                     continue;
@@ -593,7 +613,7 @@ async fn forward(
                 .responses_5xx
                 .fetch_add(1, Ordering::Relaxed);
             if cluster.passive_5xx {
-                record_failure(cluster, &backend);
+                record_failure(cluster, backend);
             }
         } else {
             backend.record_success();
@@ -660,14 +680,39 @@ fn record_failure(cluster: &Cluster, backend: &Backend) {
     }
 }
 
+/// Whether `name` is a hop-by-hop request field other than `Connection` and
+/// `Upgrade` (which an upgrade keeps).
+fn is_request_hop_by_hop(name: &HeaderName) -> bool {
+    name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+}
+
 fn strip_response_hop_headers(headers: &mut http::HeaderMap) {
-    for name in [
+    // Backends send `Connection` on most responses and the rest rarely: find
+    // what is present in one pass and remove only that.
+    let mut present = [false; 4];
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            present[0] = true;
+        } else if name == KEEP_ALIVE {
+            present[1] = true;
+        } else if name == header::TRANSFER_ENCODING {
+            present[2] = true;
+        } else if name == PROXY_CONNECTION {
+            present[3] = true;
+        }
+    }
+    let names = [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &header::TRANSFER_ENCODING,
         &PROXY_CONNECTION,
-    ] {
-        if headers.contains_key(name) {
+    ];
+    for (name, present) in names.into_iter().zip(present) {
+        if present {
             headers.remove(name);
         }
     }
@@ -757,6 +802,86 @@ mod tests {
             .body(())
             .expect("request");
         assert_eq!(request_host(&request), Some("[::1]"));
+    }
+
+    fn context() -> ConnContext {
+        let runtime = ListenerRuntime {
+            name: "web".to_owned(),
+            routes: Vec::new(),
+            default: None,
+            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
+            request_timeout: None,
+            limits: crate::server::HttpLimits {
+                header_read_timeout: Duration::from_secs(1),
+                header_bytes_max: 1024,
+                header_count_max: 10,
+            },
+            metrics: Arc::default(),
+            access_log: None,
+        };
+        ConnContext::new(
+            Arc::new(ArcSwap::from_pointee(runtime)),
+            "10.0.0.9:5000".parse().expect("addr"),
+            Arc::default(),
+        )
+    }
+
+    fn prepared(request: Request<()>, keep_upgrade: bool) -> Parts {
+        let (mut parts, ()) = request.into_parts();
+        prepare_head(&mut parts, &context(), keep_upgrade);
+        parts
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_the_ones_connection_names_are_dropped() {
+        let request = Request::builder()
+            .uri("/")
+            .header("connection", "close, x-secret, x-forwarded-for")
+            .header("x-secret", "1")
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("upgrade", "h2c")
+            .header("x-kept", "yes")
+            .body(())
+            .expect("request");
+        let parts = prepared(request, false);
+        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
+            assert!(!parts.headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(parts.headers["x-kept"], "yes");
+        // The client's X-Forwarded-For was named by Connection, so only the peer is left.
+        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["forwarded"], "for=10.0.0.9;proto=http");
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_upgrades_keep_their_fields() {
+        let request = Request::builder()
+            .uri("/")
+            .header("x-forwarded-for", "1.2.3.4")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("proxy-connection", "keep-alive")
+            .body(())
+            .expect("request");
+        let parts = prepared(request, true);
+        assert_eq!(parts.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(parts.headers["upgrade"], "websocket");
+        assert_eq!(parts.headers["connection"], "upgrade");
+        assert!(!parts.headers.contains_key("proxy-connection"));
+    }
+
+    #[test]
+    fn response_hop_by_hop_fields_are_stripped() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("keep-alive"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert("content-length", HeaderValue::from_static("3"));
+        strip_response_hop_headers(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["content-length"], "3");
     }
 
     #[test]
