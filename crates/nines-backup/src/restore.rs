@@ -76,14 +76,16 @@ pub fn restore_store(
     for m in &used {
         read_checked(repo, m, crate::DATA_FILE, |record| {
             match record {
-                Record::Key(kv) => {
-                    keys.insert(kv.key.clone(), kv);
+                // The map owns each key once: the record's copy moves into
+                // the map's key and is put back when the store is built.
+                Record::Key(mut kv) => {
+                    keys.insert(std::mem::take(&mut kv.key), kv);
                 }
-                Record::Event { delete, kv } if kv.mod_revision <= target => {
+                Record::Event { delete, mut kv } if kv.mod_revision <= target => {
                     if delete {
                         keys.remove(&kv.key);
                     } else {
-                        keys.insert(kv.key.clone(), kv);
+                        keys.insert(std::mem::take(&mut kv.key), kv);
                     }
                 }
                 Record::Event { .. } => {}
@@ -155,30 +157,34 @@ fn build_store(
     }
     let key_count = keys.len() as u64;
     let mut pad = Padding::new(&keys);
-    let mut groups: BTreeMap<i64, Vec<RequestOp>> = BTreeMap::new();
-    for kv in keys.into_values() {
-        groups
-            .entry(kv.mod_revision)
-            .or_default()
-            .push(RequestOp::Put(PutRequest {
-                key: kv.key,
-                value: kv.value,
-                lease: kv.lease,
-                ..PutRequest::default()
-            }));
-    }
-    for (mod_revision, mut puts) in groups {
+    let mut ordered: Vec<KeyValue> = keys
+        .into_iter()
+        .map(|(key, kv)| KeyValue { key, ..kv })
+        .collect();
+    // Stable: keys of one revision stay in key order.
+    ordered.sort_by_key(|kv| kv.mod_revision);
+    let mut rest = ordered.into_iter().peekable();
+    // Each round takes at least one key, so this ends.
+    while let Some(first) = rest.next() {
+        let mod_revision = first.mod_revision;
+        let mut puts = vec![first];
+        while let Some(next) = rest.next_if(|kv| kv.mod_revision == mod_revision) {
+            puts.push(next);
+        }
         pad.advance_to(&mut store, mod_revision - 1)?;
+        let put = |kv: KeyValue| PutRequest {
+            key: kv.key,
+            value: kv.value,
+            lease: kv.lease,
+            ..PutRequest::default()
+        };
         // Keys written by one source revision are written by one revision here.
         let cmd = if puts.len() == 1 {
-            match puts.pop().expect("one put") {
-                RequestOp::Put(p) => Command::Put(p),
-                _ => unreachable!("only puts are grouped"),
-            }
+            Command::Put(put(puts.pop().expect("one key")))
         } else {
             Command::Txn(TxnRequest {
                 compare: Vec::new(),
-                success: puts,
+                success: puts.into_iter().map(|kv| RequestOp::Put(put(kv))).collect(),
                 failure: Vec::new(),
             })
         };
