@@ -180,11 +180,12 @@ pub async fn run_with(
         .max_decoding_message_size(decode_max)
         .max_encoding_message_size(usize::MAX);
     let maint = maintenance::MaintenanceService::new(node.clone());
-    let watch = watch::WatchService::new(node.clone(), cfg.watch_progress_interval);
     let lease = lease::LeaseService::new(node.clone());
     let recipes = lock::RecipeService::new(node.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let metrics = metrics::Metrics::new(node.clone()).with_collectors(collectors);
+    let watch = watch::WatchService::new(node.clone(), cfg.watch_progress_interval)
+        .with_watchers_gauge(metrics.watchers_gauge());
     let leader_task = tokio::spawn(metrics.clone().track_leader_changes(stop_rx.clone()));
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()

@@ -26,8 +26,6 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-mod watchers;
-
 /// The content type of the exposition `prometheus-client` writes.
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -132,6 +130,11 @@ impl Metrics {
     pub fn with_collectors(mut self, collectors: Vec<Arc<dyn Collector>>) -> Metrics {
         self.extra = Arc::new(collectors);
         self
+    }
+
+    /// The gauge of active watchers, which the Watch service keeps.
+    pub fn watchers_gauge(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.grpc.watchers)
     }
 
     /// The tower layer that counts gRPC calls into these metrics.
@@ -404,8 +407,6 @@ where
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
         let method = method_index(req.uri().path());
-        let watch = (method == METHOD_WATCH)
-            .then(|| watchers::WatchTally::new(Arc::clone(&self.stats.watchers)));
         let mut call = CallRecord::start(Arc::clone(&self.stats), method);
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -419,7 +420,6 @@ where
                     Ok(response.map(|inner| MeteredBody {
                         inner,
                         call: Some(call),
-                        watch,
                     }))
                 }
                 Err(e) => {
@@ -436,8 +436,6 @@ where
 pub struct MeteredBody<B> {
     inner: B,
     call: Option<CallRecord>,
-    /// For a Watch stream: its watchers, read from its responses.
-    watch: Option<watchers::WatchTally>,
 }
 
 impl<B> std::fmt::Debug for MeteredBody<B> {
@@ -466,9 +464,6 @@ where
                     if let Some(code) = frame.trailers_ref().and_then(grpc_code) {
                         call.set_code(code);
                     }
-                    if let (Some(watch), Some(data)) = (this.watch.as_mut(), frame.data_ref()) {
-                        watch.feed(data.as_ref());
-                    }
                 }
                 Poll::Ready(Some(Err(_))) => call.set_code(CODE_UNKNOWN),
                 Poll::Ready(None) => call.ended = true,
@@ -478,7 +473,6 @@ where
         if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
             // Record now rather than when hyper gets round to dropping us.
             this.call = None;
-            this.watch = None;
         }
         poll
     }

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
@@ -38,6 +40,7 @@ const RESPONSE_BYTES_SOFT_MAX: usize = 1024 * 1024;
 pub struct WatchService {
     node: RaftNode,
     progress_interval: Duration,
+    watchers: Arc<AtomicI64>,
 }
 
 impl WatchService {
@@ -47,7 +50,14 @@ impl WatchService {
         WatchService {
             node,
             progress_interval,
+            watchers: Arc::new(AtomicI64::new(0)),
         }
+    }
+
+    /// Keeps the number of active watchers (over all streams) in `gauge`.
+    pub fn with_watchers_gauge(mut self, gauge: Arc<AtomicI64>) -> WatchService {
+        self.watchers = gauge;
+        self
     }
 }
 
@@ -104,6 +114,7 @@ impl Watch for WatchService {
             watchers: BTreeMap::new(),
             next_id: 0,
             tx,
+            gauge: Arc::clone(&self.watchers),
         };
         tokio::spawn(session.run(inbound, self.progress_interval));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -117,6 +128,15 @@ struct Session {
     watchers: BTreeMap<i64, Watcher>,
     next_id: i64,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// Active watchers over all streams; this session's share leaves with it.
+    gauge: Arc<AtomicI64>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.gauge
+            .fetch_sub(self.watchers.len() as i64, Ordering::Relaxed);
+    }
 }
 
 /// Why a session ends.
@@ -183,6 +203,9 @@ impl Session {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
                 let existed = self.watchers.remove(&c.watch_id).is_some();
+                if existed {
+                    self.gauge.fetch_sub(1, Ordering::Relaxed);
+                }
                 let rev = self.node.store().revision();
                 let mut resp = pb::WatchResponse {
                     header: Some(self.header(rev)),
@@ -267,7 +290,9 @@ impl Session {
             self.next_id += 1;
         }
         let replay_needed = w.next_rev <= current;
-        self.watchers.insert(id, w);
+        if self.watchers.insert(id, w).is_none() {
+            self.gauge.fetch_add(1, Ordering::Relaxed);
+        }
         if replay_needed {
             self.replay(id).await?;
         }
@@ -290,7 +315,9 @@ impl Session {
             };
             match res {
                 Err(compacted) => {
-                    self.watchers.remove(&id);
+                    if self.watchers.remove(&id).is_some() {
+                        self.gauge.fetch_sub(1, Ordering::Relaxed);
+                    }
                     let rev = self.node.store().revision();
                     return self
                         .send(pb::WatchResponse {
