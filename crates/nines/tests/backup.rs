@@ -926,4 +926,49 @@ async fn a_chain_taken_from_real_etcd_restores_into_nines() {
     );
     let json: serde_json::Value = serde_json::from_str(&out).expect("json");
     assert_eq!(json["kvs"][0]["lease"].as_i64(), Some(lease));
+
+    // The new cluster goes on from the source's revision, and history
+    // before the restore point reads as compacted.
+    let mut rc = client(&restored.endpoints).await;
+    let put = rc.put("after/restore", "x", None).await.expect("put");
+    assert!(put.header().expect("header").revision() > rev);
+    let (code, _, err) = etcdctl(
+        &restored.endpoints.join(","),
+        &["get", &key(0), &format!("--rev={}", rev - 1)],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("compacted"), "{err}");
+
+    // The simple listing shows the chain; a peer URL that is not the
+    // member's own is refused before anything is written.
+    let out = nines(&["backup", "list", "--repo", repo.to_str().expect("path")]);
+    let listing = text(&out.stdout);
+    assert!(
+        listing.contains(&full) && listing.contains(" incr "),
+        "{listing}"
+    );
+    let data = tmp.path().join("mismatch");
+    let out = nines(&[
+        "backup",
+        "restore",
+        "--repo",
+        repo.to_str().expect("path"),
+        "--backup",
+        &incr,
+        "--data-dir",
+        data.to_str().expect("path"),
+        "--name",
+        "r1",
+        "--initial-cluster",
+        "r1=http://127.0.0.1:1",
+        "--initial-advertise-peer-urls",
+        "http://127.0.0.1:2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("differs"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!data.exists());
 }
