@@ -9,6 +9,7 @@ pub mod membership;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod stats;
 pub mod transfer;
 pub mod types;
 

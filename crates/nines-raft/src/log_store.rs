@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, RaftLogId, RaftLogReader};
 
+use crate::stats::RaftStats;
 use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 
 /// A segment is closed and a new one started past this size.
@@ -101,7 +102,11 @@ enum WalOp {
 
 impl LogStore {
     /// Opens (or creates) the log under `dir`, verifying every record.
-    pub fn open(dir: &Path, faults: Arc<LogFaults>) -> Result<LogStore, LogOpenError> {
+    pub fn open(
+        dir: &Path,
+        faults: Arc<LogFaults>,
+        stats: Arc<RaftStats>,
+    ) -> Result<LogStore, LogOpenError> {
         let wal_dir = dir.join("wal");
         fs::create_dir_all(&wal_dir).map_err(|source| LogOpenError::Io {
             path: wal_dir.clone(),
@@ -111,7 +116,8 @@ impl LogStore {
         let last_purged = read_checked::<LogId>(&wal_dir.join("purged"))?;
         // The committed index is a hint; an unreadable one is simply absent.
         let committed = read_hint(&dir.join("committed"));
-        let (wal, entries) = Wal::open(dir, &wal_dir, last_purged, faults)?;
+        let (mut wal, entries) = Wal::open(dir, &wal_dir, last_purged, faults)?;
+        wal.stats = stats;
         let last_index = entries.keys().next_back().copied();
         // A committed hint past the end of the durable log (possible after a
         // power loss) is clamped: openraft must never apply what it lacks.
@@ -339,6 +345,7 @@ struct Wal {
     failed: Option<String>,
     /// The committed-index hint file, kept open and rewritten in place.
     hint: Option<File>,
+    stats: Arc<RaftStats>,
 }
 
 impl Wal {
@@ -461,6 +468,7 @@ impl Wal {
                 lazy_since: Instant::now(),
                 failed: None,
                 hint: None,
+                stats: Arc::default(),
             },
             entries,
         ))
@@ -595,8 +603,15 @@ impl Wal {
         let Some(first) = entries.first() else {
             return Ok(());
         };
+        let started = Instant::now();
+        let res = self.append_entries(first.log_id.index, entries);
+        self.stats.log_append.observe(started.elapsed());
+        res
+    }
+
+    fn append_entries(&mut self, first_index: u64, entries: &[Entry]) -> io::Result<()> {
         if self.current_len >= SEGMENT_BYTES_MAX {
-            self.rotate(first.log_id.index)?;
+            self.rotate(first_index)?;
         }
         let mut buf = Vec::with_capacity(entries.len() * 512);
         let base = self.current_len + self.lazy_buf.len() as u64;
@@ -625,9 +640,11 @@ impl Wal {
         if self.pending.is_empty() {
             return;
         }
+        let started = Instant::now();
         let r = self
             .check_fsync_fault()
             .and_then(|()| self.current.sync_data());
+        self.stats.log_fsync.observe(started.elapsed());
         match r {
             Ok(()) => {
                 for cb in self.pending.drain(..) {

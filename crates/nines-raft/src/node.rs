@@ -21,6 +21,7 @@ use crate::log_store::{LogOpenError, LogStore};
 use crate::network::{Faults, NetworkFactory, PeerError, PeerMethod, PeerPool};
 use crate::peer_service;
 use crate::state_machine::{AppliedEvents, SmOpenError, SmShared, StateMachine};
+use crate::stats::RaftStats;
 use crate::types::{Batch, MemberNode, NodeId, Outcome, Raft};
 use crate::{cluster_id_of, identity, member_id};
 
@@ -195,6 +196,7 @@ pub(crate) struct Core {
     pub(crate) paused: watch::Sender<bool>,
     /// One leadership transfer at a time.
     pub(crate) transfer: tokio::sync::Mutex<()>,
+    stats: Arc<RaftStats>,
     quota_bytes: u64,
     pub(crate) request_timeout: Duration,
     stale_reads: bool,
@@ -246,7 +248,8 @@ impl RaftNode {
             .log
             .lazy_fsync
             .store(cfg.unsafe_lazy_fsync, Ordering::Relaxed);
-        let log = LogStore::open(&raft_dir, faults.log.clone())?;
+        let stats = Arc::new(RaftStats::default());
+        let log = LogStore::open(&raft_dir, faults.log.clone(), stats.clone())?;
         let restored_leadership = log
             .saved_vote()
             .filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(id))
@@ -295,6 +298,7 @@ impl RaftNode {
             timing: cfg.timing,
             paused: watch::Sender::new(false),
             transfer: tokio::sync::Mutex::new(()),
+            stats,
             quota_bytes: cfg.quota_bytes,
             request_timeout: cfg.request_timeout,
             stale_reads: cfg.unsafe_stale_reads,
@@ -340,6 +344,11 @@ impl RaftNode {
         self.core.cluster_id
     }
 
+    /// Counters and log latencies, for metrics.
+    pub fn stats(&self) -> &RaftStats {
+        &self.core.stats
+    }
+
     /// The store's space quota in bytes.
     pub fn quota_bytes(&self) -> u64 {
         self.core.quota_bytes
@@ -358,6 +367,16 @@ impl RaftNode {
     /// Proposes one command and waits until it is committed on a quorum and
     /// applied here or on the leader.
     pub async fn write(&self, cmd: Command) -> Result<Outcome, WriteError> {
+        let res = self.write_inner(cmd).await;
+        let stats = &self.core.stats;
+        stats.proposals.fetch_add(1, Ordering::Relaxed);
+        if res.is_err() {
+            stats.proposals_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    async fn write_inner(&self, cmd: Command) -> Result<Outcome, WriteError> {
         let (tx, rx) = oneshot::channel();
         self.core
             .proposals
@@ -730,6 +749,7 @@ async fn submit(core: &Arc<Core>, cmds: Vec<Command>) -> Vec<Result<Outcome, Wri
         };
         if leader == core.id {
             let term = core.raft.metrics().borrow().current_term;
+            core.stats.entries_proposed.fetch_add(1, Ordering::Relaxed);
             let write = core.raft.client_write(Batch { commands: cmds });
             let lost = async {
                 core.leadership_lost(term).await;

@@ -635,6 +635,41 @@ impl Scrape {
             "1 for this member's current Raft role.",
             &rows,
         )?;
+        let stats = node.stats();
+        counters(
+            e,
+            "raft_proposals",
+            "Client writes proposed through this member.",
+            &[(Vec::new(), stats.proposals.load(Ordering::Relaxed))],
+        )?;
+        counters(
+            e,
+            "raft_proposals_failed",
+            "Proposed writes that failed (no leader, timeout, leader change).",
+            &[(Vec::new(), stats.proposals_failed.load(Ordering::Relaxed))],
+        )?;
+        counters(
+            e,
+            "raft_entries_proposed",
+            "Log entries this member proposed as leader (each carries a batch of writes).",
+            &[(Vec::new(), stats.entries_proposed.load(Ordering::Relaxed))],
+        )?;
+        for (name, help, h) in [
+            (
+                "raft_log_fsync_duration_seconds",
+                "Duration of each Raft log fsync.",
+                &stats.log_fsync,
+            ),
+            (
+                "raft_log_append_duration_seconds",
+                "Duration of each Raft log append (before its fsync).",
+                &stats.log_append,
+            ),
+        ] {
+            let snap = h.read();
+            let mut family = e.encode_descriptor(name, help, None, MetricType::Histogram)?;
+            family.encode_histogram::<Labels>(snap.sum_seconds, snap.count, &snap.buckets, None)?;
+        }
         let learners = st.members.iter().filter(|(_, _, l)| *l).count();
         let voters = st.members.len() - learners;
         gauges(

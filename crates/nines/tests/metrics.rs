@@ -21,7 +21,7 @@ type Exposition = MetricsExposition<OpenMetricsType, OpenMetricsValue>;
 /// The families every member exposes, with their type. (Labelled families
 /// without samples, such as the registry's instances before any registers,
 /// are left out, as Prometheus clients do.)
-const FAMILIES: [(&str, OpenMetricsType); 22] = [
+const FAMILIES: [(&str, OpenMetricsType); 27] = [
     ("nines_member_info", OpenMetricsType::Gauge),
     ("nines_raft_term", OpenMetricsType::Gauge),
     ("nines_raft_is_leader", OpenMetricsType::Gauge),
@@ -31,6 +31,17 @@ const FAMILIES: [(&str, OpenMetricsType); 22] = [
     ("nines_raft_applied_index", OpenMetricsType::Gauge),
     ("nines_raft_state", OpenMetricsType::Gauge),
     ("nines_raft_members", OpenMetricsType::Gauge),
+    ("nines_raft_proposals", OpenMetricsType::Counter),
+    ("nines_raft_proposals_failed", OpenMetricsType::Counter),
+    ("nines_raft_entries_proposed", OpenMetricsType::Counter),
+    (
+        "nines_raft_log_fsync_duration_seconds",
+        OpenMetricsType::Histogram,
+    ),
+    (
+        "nines_raft_log_append_duration_seconds",
+        OpenMetricsType::Histogram,
+    ),
     ("nines_store_revision", OpenMetricsType::Gauge),
     ("nines_store_compact_revision", OpenMetricsType::Gauge),
     ("nines_store_keys", OpenMetricsType::Gauge),
@@ -165,6 +176,11 @@ async fn metrics_parse_and_move_with_the_work_of_the_cluster() {
         assert!(a >= b + by, "{family}: {b} -> {a}, expected +{by}");
     };
     grew("nines_store_revision", 25.0);
+    // The puts went through this follower: it proposed them, and its log
+    // appended and fsynced what the leader replicated.
+    grew("nines_raft_proposals", 25.0);
+    grew("nines_raft_log_fsync_duration_seconds", 1.0);
+    grew("nines_raft_log_append_duration_seconds", 1.0);
     grew("nines_raft_applied_index", 1.0);
     grew("nines_raft_last_log_index", 1.0);
     grew("nines_store_keys", 25.0);
