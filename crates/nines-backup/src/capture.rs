@@ -63,7 +63,7 @@ pub async fn create_backup(
             Some(GetOptions::new().with_range(vec![0u8]).with_count_only()),
         )
         .await?;
-    let header = head.header().ok_or(BackupError::Watch {
+    let header = head.header().ok_or(BackupError::Protocol {
         reason: "a response without a header",
     })?;
     let (cluster_id, revision) = (header.cluster_id(), header.revision());
@@ -219,7 +219,7 @@ async fn read_full(
             pinned = page
                 .header()
                 .map(|h| h.revision())
-                .ok_or(BackupError::Watch {
+                .ok_or(BackupError::Protocol {
                     reason: "a response without a header",
                 })?;
         }
@@ -297,7 +297,7 @@ async fn read_events(
             Ok(m) => m?,
         };
         let Some(resp) = msg else {
-            return Err(BackupError::Watch {
+            return Err(BackupError::Protocol {
                 reason: "the watch stream ended before the backup's revision",
             });
         };
@@ -308,13 +308,13 @@ async fn read_events(
                     compacted: resp.compact_revision(),
                 });
             }
-            return Err(BackupError::Watch {
+            return Err(BackupError::Protocol {
                 reason: "the cluster cancelled the watch",
             });
         }
         for event in resp.events() {
             let Some(kv) = event.kv() else {
-                return Err(BackupError::Watch {
+                return Err(BackupError::Protocol {
                     reason: "an event without a key",
                 });
             };
@@ -323,7 +323,7 @@ async fn read_events(
                 break;
             }
             if rev != last_rev && rev != last_rev + 1 {
-                return Err(BackupError::Watch {
+                return Err(BackupError::Protocol {
                     reason: "the watch skipped revisions",
                 });
             }

@@ -117,9 +117,10 @@ pub enum BackupError {
         /// The set's revision.
         last: i64,
     },
-    /// The watch the backup reads events from ended early or misbehaved.
-    #[error("reading events from the cluster: {reason}")]
-    Watch {
+    /// The cluster answered in a way the backup cannot use (a watch that
+    /// ended early or skipped revisions, a response without a header).
+    #[error("unexpected answer from the cluster: {reason}")]
+    Protocol {
         /// What happened.
         reason: &'static str,
     },
