@@ -492,6 +492,27 @@ async fn read_slo(registry: &Registry, service: &str) -> Result<Option<Slo>, etc
         .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
 }
 
+/// The report of `service` now, read through the etcd API; `None` when
+/// nothing was recorded for it.
+pub async fn fetch_report(
+    registry: &Registry,
+    service: &str,
+) -> Result<Option<ServiceReport>, etcd_client::Error> {
+    let (events, truncated) = read_events(registry, service).await?;
+    if events.is_empty() {
+        return Ok(None);
+    }
+    let slo = read_slo(registry, service).await?;
+    Ok(Some(report(service, &events, slo, now_ms(), truncated)))
+}
+
+/// Every service with recorded availability, by name.
+pub async fn fetch_services(registry: &Registry) -> Result<Vec<String>, etcd_client::Error> {
+    let mut names: Vec<String> = load_last(registry).await?.into_keys().collect();
+    names.sort();
+    Ok(names)
+}
+
 async fn service_report(
     registry: &Registry,
     service: &str,

@@ -4,15 +4,42 @@
 //! `2of3(99%)` (k of n identical components must be up, e.g. a quorum).
 //! Prints the availability, the number of nines, the downtime per year,
 //! month and week, and the formula used.
+//!
+//! `nines avail report [--service NAME] [--window 30d]`: what services
+//! actually delivered, from the history the cluster recorded (the same
+//! figures as `GET /v1/availability`), read over the etcd API.
 
-use anyhow::{bail, Context};
-use clap::Args;
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
 
-/// `nines avail "EXPR"`
+/// `nines avail "EXPR"` or `nines avail report`
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AvailArgs {
+    #[command(subcommand)]
+    command: Option<AvailCommand>,
     /// The design, e.g. `series(99.99%, 2of3(99.9%))`.
-    expr: String,
+    expr: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AvailCommand {
+    /// Recorded availability of the registry's services.
+    Report(ReportArgs),
+}
+
+/// `nines avail report`
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Only this service (default: every service with a recorded history).
+    #[arg(long)]
+    service: Option<String>,
+    /// The window: 1h, 24h, 7d or 30d.
+    #[arg(long, default_value = "30d")]
+    window: String,
+    /// Output format: `table` or `json` (the full reports).
+    #[arg(short = 'w', long = "write-out", default_value = "table")]
+    write_out: String,
 }
 
 /// A parsed design.
@@ -219,8 +246,15 @@ fn downtime(minutes: f64) -> String {
 }
 
 /// Runs `nines avail`.
-pub fn run(args: AvailArgs) -> anyhow::Result<()> {
-    let design = parse(&args.expr)?;
+pub fn run(args: AvailArgs, endpoints: &[String]) -> anyhow::Result<()> {
+    let expr = match (args.command, args.expr) {
+        (Some(AvailCommand::Report(r)), _) => return run_report(r, endpoints),
+        (None, Some(expr)) => expr,
+        (None, None) => {
+            bail!("give a design, e.g. nines avail \"2of3(99.9%)\", or: nines avail report")
+        }
+    };
+    let design = parse(&expr)?;
     let a = design.availability();
     let u = 1.0 - a;
     let year_min = 365.25 * 24.0 * 60.0;
@@ -234,6 +268,101 @@ pub fn run(args: AvailArgs) -> anyhow::Result<()> {
     println!("downtime per month: {}", downtime(u * year_min / 12.0));
     println!("downtime per week: {}", downtime(u * 7.0 * 24.0 * 60.0));
     println!("formula: {}", design.formula());
+    Ok(())
+}
+
+/// Prints what the services delivered over one window.
+fn run_report(args: ReportArgs, endpoints: &[String]) -> anyhow::Result<()> {
+    use nines_registry::availability::{fetch_report, fetch_services, WINDOWS};
+    if !WINDOWS.iter().any(|(w, _)| *w == args.window) {
+        bail!(
+            "unknown window {:?}: use one of {}",
+            args.window,
+            WINDOWS.map(|(w, _)| w).join(", ")
+        );
+    }
+    if !matches!(args.write_out.as_str(), "table" | "json") {
+        bail!(
+            "unknown output format {:?}: use table or json",
+            args.write_out
+        );
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reports = rt.block_on(async {
+        let client = crate::connect(endpoints).await?;
+        let registry = nines_registry::Registry::new(client);
+        let services = match &args.service {
+            Some(s) => vec![s.clone()],
+            None => fetch_services(&registry)
+                .await
+                .context("cannot read the recorded availability")?,
+        };
+        let mut reports = Vec::new();
+        for s in services {
+            match fetch_report(&registry, &s)
+                .await
+                .with_context(|| format!("cannot read the availability of {s:?}"))?
+            {
+                Some(r) => reports.push(r),
+                None if args.service.is_some() => {
+                    return Err(anyhow!("no availability recorded for service {s:?}"))
+                }
+                None => {}
+            }
+        }
+        anyhow::Ok(reports)
+    })?;
+    if args.write_out == "json" {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+        return Ok(());
+    }
+    println!(
+        "{:<24} {:>5} {:>6} {:>12} {:>7} {:>12} {:>8} {:>10}",
+        "SERVICE", "NOW", "WINDOW", "AVAILABILITY", "NINES", "DOWNTIME", "SLO", "BUDGET"
+    );
+    for r in &reports {
+        let Some(w) = r.windows.iter().find(|w| w.window == args.window) else {
+            continue;
+        };
+        let fmt_opt = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("-".into(), f);
+        println!(
+            "{:<24} {:>5} {:>6} {:>12} {:>7} {:>12} {:>8} {:>10}",
+            r.service,
+            if r.up { "up" } else { "DOWN" },
+            w.window,
+            fmt_opt(w.availability_percent, &|a| format!("{a:.4}%")),
+            fmt_opt(w.nines, &|n| format!("{n:.2}")),
+            downtime(w.downtime_seconds / 60.0),
+            fmt_opt(r.slo_percent, &|s| format!("{s}%")),
+            fmt_opt(w.error_budget_remaining_percent, &|b| format!("{b:.1}%")),
+        );
+        let window_ms = WINDOWS
+            .iter()
+            .find(|(n, _)| *n == args.window)
+            .map_or(0, |(_, ms)| *ms);
+        let since = r.now_ms.saturating_sub(window_ms);
+        for i in r
+            .incidents
+            .iter()
+            .filter(|i| i.end_ms.is_none_or(|end| end >= since))
+        {
+            println!(
+                "  incident: down at {} ms, {} ({})",
+                i.start_ms,
+                downtime(i.duration_ms as f64 / 60_000.0),
+                if i.end_ms.is_some() {
+                    "ended"
+                } else {
+                    "ongoing"
+                }
+            );
+        }
+    }
+    if reports.is_empty() {
+        println!("(no service has a recorded history yet)");
+    }
     Ok(())
 }
 

@@ -129,7 +129,7 @@ fn run() -> anyhow::Result<()> {
         Command::Elect(args) => cmd_coord::run_elect(args, &endpoints),
         Command::Run(args) => cmd_coord::run_elected(args, &endpoints),
         Command::Snapshot(args) => cmd_snapshot::run(args, &endpoints),
-        Command::Avail(args) => cmd_avail::run(args),
+        Command::Avail(args) => cmd_avail::run(args, &endpoints),
         Command::Service(args) => cmd_service::run(args, &endpoints),
         Command::Gateway(args) => cmd_gateway::run_gateway(args, &endpoints),
         Command::DemoBackend(args) => cmd_gateway::run_demo_backend(args),

@@ -183,5 +183,64 @@ async fn a_scripted_outage_is_reported_within_one_second_and_survives_failover()
         .expect("list");
     assert_eq!(status, 200);
     assert!(list.contains("\"service\":\"web\""), "{list}");
+
+    // `nines avail report` reads the same history over the etcd API.
+    let endpoints = c.endpoints().join(",");
+    let cli = Command::new(exe())
+        .args([
+            "--endpoints",
+            &endpoints,
+            "avail",
+            "report",
+            "--service",
+            "web",
+        ])
+        .args(["--window", "1h", "-w", "json"])
+        .output()
+        .expect("nines avail report runs");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let reports: Value = serde_json::from_slice(&cli.stdout).expect("json reports");
+    let from_cli = &reports[0];
+    assert_eq!(from_cli["incidents"][0]["start_ms"].as_u64(), Some(start));
+    assert_eq!(
+        from_cli["incidents"][0]["duration_ms"].as_u64(),
+        Some(measured)
+    );
+    let table = Command::new(exe())
+        .args([
+            "--endpoints",
+            &endpoints,
+            "avail",
+            "report",
+            "--window",
+            "1h",
+        ])
+        .output()
+        .expect("nines avail report runs");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_else(|| panic!("a row for web: {text}"));
+    assert!(row.contains("1h") && row.contains('%'), "{row}");
+    assert!(text.contains("incident: down at"), "{text}");
+    let unknown = Command::new(exe())
+        .args([
+            "--endpoints",
+            &endpoints,
+            "avail",
+            "report",
+            "--window",
+            "2h",
+        ])
+        .output()
+        .expect("runs");
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown window"));
     drop(backend);
 }
