@@ -98,7 +98,7 @@ CONF
 if [ -n "${CALLGRIND_OUT:-}" ]; then
   # Instruction counts: the gateway under callgrind, counting only while wrk runs.
   valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND_OUT" \
-    "$GATEWAY" --config "$WORK/nines.toml" 2>"$WORK/nines.log" & GW=$!; PIDS+=("$GW")
+    "$GATEWAY" --config "$WORK/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
   curl -s -o /dev/null "http://127.0.0.1:$PORT/"
   callgrind_control -z "$GW" >/dev/null
@@ -112,7 +112,7 @@ if [ -n "${CALLGRIND_OUT:-}" ]; then
 elif [ "${SIDE:-nines}" = haproxy ]; then
   haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & GW=$!; PIDS+=("$GW")
 else
-  "$GATEWAY" --config "$WORK/nines.toml" 2>"$WORK/nines.log" & GW=$!; PIDS+=("$GW")
+  "$GATEWAY" --config "$WORK/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
 fi
 wait_port "$PORT"
 curl -s -o /dev/null "http://127.0.0.1:$PORT/"
@@ -122,11 +122,11 @@ HZ=$(getconf CLK_TCK)
 for r in $(seq 1 "$REPEAT"); do
   before=$(ticks); ubefore=$(uticks)
   if [ -n "${PERF_OUT:-}" ] && [ "$r" = 1 ]; then
-    perf record -e cpu-clock -F 2000 -g -o "$PERF_OUT" -p "$GW" -- sleep "$DURATION" >/dev/null 2>&1 &
+    perf record -e cpu-clock -F 2000 ${PERF_ARGS:--g} -o "$PERF_OUT" -p "$GW" -- sleep "$DURATION" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
   if [ -n "${STRACE_OUT:-}" ] && [ "$r" = 1 ]; then
-    timeout -s INT "$DURATION" strace -c -f -o "$STRACE_OUT" -p "$GW" >/dev/null 2>&1 &
+    timeout -s INT "$DURATION" strace ${STRACE_ARGS:--c} -f -o "$STRACE_OUT" -p "$GW" >/dev/null 2>&1 &
     PERF_PID=$!
   fi
   out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/")

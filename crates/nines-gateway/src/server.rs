@@ -147,16 +147,31 @@ pub async fn run_http_listener(
         if limits != current.0 {
             current = (limits, http_builder(limits));
         }
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let guard = tracker.enter(&metrics);
         let builder = Arc::clone(&current.1);
         let slot = Arc::clone(&slot);
         let drain = drain.clone();
         next_worker = next_worker.wrapping_add(1);
         workers.spawn(next_worker, async move {
-            serve_http_connection(stream, peer, slot, &builder, drain, &metrics).await;
+            if let Some(stream) = on_this_worker(stream) {
+                serve_http_connection(stream, peer, slot, &builder, drain, &metrics).await;
+            }
             drop(guard);
         });
     }
+}
+
+/// Registers an accepted socket with the reactor of the worker that runs
+/// this call. A socket stays registered with the reactor that accepted it:
+/// left there, every readiness event of a connection served on another
+/// worker would be taken by the accepting thread and handed over with a
+/// cross-thread wake-up, per request. `None`: the socket could not be
+/// registered (the connection is dropped).
+fn on_this_worker(stream: std::net::TcpStream) -> Option<TcpStream> {
+    TcpStream::from_std(stream).ok()
 }
 
 /// An HTTP/1.1 + h2c connection builder for `limits`.
@@ -313,13 +328,18 @@ pub async fn run_tcp_listener(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
         let runtime = slot.load_full();
         let guard = tracker.enter(&runtime.metrics);
         next_worker = next_worker.wrapping_add(1);
         // A TCP connection has no request boundary to stop at: during a drain it
         // runs to its end, and shutdown stops waiting at the drain timeout.
         workers.spawn(next_worker, async move {
-            serve_tcp_connection(stream, peer, &runtime).await;
+            if let Some(stream) = on_this_worker(stream) {
+                serve_tcp_connection(stream, peer, &runtime).await;
+            }
             drop(guard);
         });
     }
