@@ -78,6 +78,17 @@ pub struct ServerArgs {
     /// Longest a client request waits for Raft, in milliseconds (default 5000).
     #[arg(long)]
     pub request_timeout: Option<u64>,
+    /// Take scheduled backups into this repository directory (the leader
+    /// takes them; give every member the same flags).
+    #[arg(long)]
+    pub backup_repo: Option<PathBuf>,
+    /// Interval per backup kind, e.g. `full=7d,diff=1d,incr=1h` (units s, m,
+    /// h, d, w; the default); a kind left out is not scheduled.
+    #[arg(long)]
+    pub backup_schedule: Option<String>,
+    /// Retention of scheduled backups: keep the newest N full chains.
+    #[arg(long)]
+    pub backup_keep_full: Option<usize>,
     /// TOML file with any of these settings.
     #[arg(long)]
     #[serde(skip)]
@@ -135,7 +146,10 @@ impl ServerArgs {
             quota_backend_bytes,
             max_request_bytes,
             max_txn_ops,
-            request_timeout
+            request_timeout,
+            backup_repo,
+            backup_schedule,
+            backup_keep_full
         );
         self.unsafe_fault_injection |= file.unsafe_fault_injection;
         self.unsafe_stale_reads |= file.unsafe_stale_reads;
@@ -276,6 +290,11 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
     };
     let dns_ttl_secs = args.dns_ttl.unwrap_or(5);
     let gateway_config = args.gateway_config.clone();
+    let backup = crate::backup_schedule::BackupConfig::from_flags(
+        args.backup_repo.clone(),
+        args.backup_schedule.as_deref(),
+        args.backup_keep_full,
+    )?;
     let cfg = args.into_config()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -297,18 +316,45 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             Some(path) => Some(start_gateway(path, &registry).await?),
             None => None,
         };
-        let extensions = nines_server::Extensions {
+        let mut extensions = nines_server::Extensions {
             routes: registry.router(),
             collectors: vec![std::sync::Arc::new(registry.metrics_collector())],
+        };
+        let backup_task = match backup {
+            Some(backup) => {
+                let scheduler = crate::backup_schedule::Scheduler::new(backup)?;
+                extensions.routes = extensions.routes.merge(scheduler.router());
+                extensions
+                    .collectors
+                    .push(std::sync::Arc::new(scheduler.collector()));
+                Some(scheduler.spawn(own_client_url(cfg.listen_client))?)
+            }
+            None => None,
         };
         let result = nines_server::run_with(cfg, extensions, crate::shutdown_signal())
             .await
             .map_err(|e| anyhow!("{e}"));
+        if let Some(task) = backup_task {
+            if let Err(e) = tokio::task::spawn_blocking(move || task.stop()).await {
+                tracing::warn!(error = %e, "the backup scheduler did not stop cleanly");
+            }
+        }
         if let Some(gateway) = gateway {
             gateway.shutdown().await;
         }
         result
     })
+}
+
+/// The URL this member's own client listener answers on (an unspecified
+/// listen address is reached through loopback).
+fn own_client_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, listen.port()))
 }
 
 /// The gateway embedded in a member, following the member's registry.

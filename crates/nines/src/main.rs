@@ -1,6 +1,7 @@
 //! The `nines` binary: command-line parsing and wiring only. Each subcommand
 //! lives in its own `cmd_*` module; the work is done by the library crates.
 
+mod backup_schedule;
 mod cmd_avail;
 mod cmd_backup;
 mod cmd_bench;

@@ -1,0 +1,319 @@
+//! Scheduled backups in `nines server`, against real member processes: with
+//! the same `--backup-*` flags on every member, only the leader takes
+//! backups (a full, then incrementals on its chain); `GET /v1/backups` and
+//! `/metrics` report the runs on the leader, and a follower says it does not
+//! run them; after `kill -9` of the leader the new leader goes on with
+//! incrementals on the same chain, without a second full, and the repository
+//! verifies. Bad schedule flags stop the server at startup with a clear
+//! message.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nines_testkit::{http_get, Cluster};
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_nines"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn nines(args: &[&str]) -> Output {
+    Command::new(exe())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("nines runs")
+}
+
+/// The sets of the repository in chain order, from `nines backup list -w json`.
+fn list(repo: &Path) -> Vec<serde_json::Value> {
+    let out = nines(&[
+        "backup",
+        "list",
+        "--repo",
+        repo.to_str().expect("utf-8 path"),
+        "-w",
+        "json",
+    ]);
+    assert!(out.status.success(), "list: {}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("list prints JSON")
+}
+
+fn count(sets: &[serde_json::Value], kind: &str) -> usize {
+    sets.iter().filter(|s| s["kind"] == kind).count()
+}
+
+/// Polls the repository until `done` holds, within `timeout`.
+async fn wait_sets(
+    repo: &Path,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let sets = list(repo);
+        if done(&sets) {
+            return sets;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} not within {timeout:?}: {sets:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn backups_view(http: &str) -> serde_json::Value {
+    let (status, body) = http_get(http, "/v1/backups")
+        .await
+        .expect("the member answers HTTP");
+    assert_eq!(status, 200, "GET /v1/backups: {body}");
+    serde_json::from_str(&body).expect("GET /v1/backups is JSON")
+}
+
+/// Waits until `GET /v1/backups` on `http` reports a successful last run
+/// by this member.
+async fn wait_leader_run(http: &str, timeout: Duration) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = backups_view(http).await;
+        if v["leader_runs"] == true && v["last"]["ok"] == true {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no successful run reported within {timeout:?}: {v:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The value of the sample `name{labels}` in the text exposition, if any.
+fn sample(exposition: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Writes keys until `stop` is set, ignoring failures while the leader
+/// changes.
+fn start_writer(endpoints: Vec<String>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let eps: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        let mut client = etcd_client::Client::connect(eps, Some(opts))
+            .await
+            .expect("client connects");
+        let mut written = 0u64;
+        // Bounded: the test stops it within a minute at most.
+        for i in 0..1_000_000u64 {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if client
+                .put(format!("k{:04}", i % 500), format!("v{i}"), None)
+                .await
+                .is_ok()
+            {
+                written += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        written
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_takes_scheduled_backups_and_a_new_leader_continues_the_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let repo_arg = repo.to_str().expect("utf-8 path");
+    let mut cluster = Cluster::start(
+        exe(),
+        3,
+        &[
+            "--backup-repo",
+            repo_arg,
+            "--backup-schedule",
+            "full=1h,incr=2s",
+            "--backup-keep-full",
+            "1",
+        ],
+    )
+    .expect("cluster starts");
+    let leader = cluster
+        .wait_agreed_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = start_writer(cluster.endpoints(), stop.clone());
+
+    // A full, then incrementals on it.
+    let sets = wait_sets(&repo, Duration::from_secs(20), "a full and 2 incrs", |s| {
+        count(s, "full") == 1 && count(s, "incr") >= 2
+    })
+    .await;
+    assert_eq!(sets[0]["kind"], "full", "the chain starts with the full");
+    for pair in sets.windows(2) {
+        assert_eq!(
+            pair[1]["parent"], pair[0]["id"],
+            "each incr builds on the set before it"
+        );
+    }
+
+    let view = wait_leader_run(&cluster.members[leader].http, Duration::from_secs(10)).await;
+    assert_eq!(view["schedule"]["incr"]["interval_secs"], 2, "{view:#}");
+    assert!(view["backups"].as_array().is_some_and(|b| b.len() >= 3));
+    let last = &view["last"];
+    assert!(last["id"].is_string() && last["end_revision"].as_i64() > Some(0));
+    for (i, m) in cluster.members.iter().enumerate() {
+        if i != leader {
+            let v = backups_view(&m.http).await;
+            assert_eq!(v["leader_runs"], false, "follower {}: {v:#}", m.name);
+            assert!(v["last"].is_null(), "a follower took no backup: {v:#}");
+        }
+    }
+    let (status, metrics) = http_get(&cluster.members[leader].http, "/metrics")
+        .await
+        .expect("metrics answer");
+    assert_eq!(status, 200);
+    let full_runs = sample(
+        &metrics,
+        "nines_backup_runs_total",
+        &["kind=\"full\"", "outcome=\"success\""],
+    );
+    assert_eq!(full_runs, Some(1.0), "{metrics}");
+    let incr_runs = sample(
+        &metrics,
+        "nines_backup_runs_total",
+        &["kind=\"incr\"", "outcome=\"success\""],
+    );
+    assert!(incr_runs.is_some_and(|n| n >= 1.0), "{metrics}");
+    assert!(
+        sample(
+            &metrics,
+            "nines_backup_last_success_timestamp_seconds",
+            &["kind=\"full\""]
+        )
+        .is_some_and(|t| t > 1.7e9),
+        "{metrics}"
+    );
+
+    // Failover: the new leader continues the same chain.
+    let before = list(&repo).len();
+    cluster.kill(leader);
+    let new_leader = cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("a new leader");
+    assert_ne!(new_leader, leader);
+    let sets = wait_sets(
+        &repo,
+        Duration::from_secs(20),
+        "2 more incrs after the failover",
+        |s| s.len() >= before + 2,
+    )
+    .await;
+    assert_eq!(count(&sets, "full"), 1, "no second full: {sets:#?}");
+    assert_eq!(sets[0]["kind"], "full");
+    for pair in sets.windows(2) {
+        assert_eq!(pair[1]["parent"], pair[0]["id"], "one chain: {sets:#?}");
+    }
+    let view = wait_leader_run(&cluster.members[new_leader].http, Duration::from_secs(10)).await;
+    assert_eq!(view["last"]["kind"], "incr", "{view:#}");
+
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.expect("writer ends");
+    assert!(written > 0, "writes went on");
+    let out = nines(&["backup", "verify", "--repo", repo_arg]);
+    assert!(
+        out.status.success(),
+        "verify: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Runs `nines server` with `extra` flags and returns its exit status and
+/// stderr; it must exit on its own within a few seconds.
+fn server_fails(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let ports = nines_testkit::free_ports(3).expect("ports");
+    let log = dir.join("server.log");
+    let mut child = Command::new(exe())
+        .arg("server")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{}", ports[0]),
+        ])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{}", ports[1]),
+        ])
+        .args(["--http-addr", &format!("127.0.0.1:{}", ports[2])])
+        .args(["--dns-addr", "127.0.0.1:0"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("server starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nines server {extra:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (
+        status.code(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+#[test]
+fn bad_backup_flags_stop_the_server_with_a_clear_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let repo = repo.to_str().expect("utf-8 path");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--backup-repo", repo, "--backup-schedule", "weekly=1d"],
+            &["weekly=1d", "full, diff or incr"],
+        ),
+        (
+            &["--backup-repo", repo, "--backup-schedule", "incr=abc"],
+            &["incr=abc", "\"abc\""],
+        ),
+        (
+            &["--backup-repo", repo, "--backup-keep-full", "0"],
+            &["--backup-keep-full"],
+        ),
+        (&["--backup-schedule", "full=1d"], &["need --backup-repo"]),
+    ];
+    for (flags, words) in cases {
+        let (code, stderr) = server_fails(dir.path(), flags);
+        assert!(code.is_some_and(|c| c != 0), "{flags:?}: exit {code:?}");
+        for w in words {
+            assert!(stderr.contains(w), "{flags:?}: {w:?} not in {stderr:?}");
+        }
+    }
+}
