@@ -374,6 +374,8 @@ enum Skip {
     NotLeader,
     NothingDue,
     Busy,
+    /// The manifests could not be read; no kind can be chosen.
+    Unreadable(String),
 }
 
 async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
@@ -412,6 +414,10 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
             }
             Err(Skip::Busy) => {
                 tracing::debug!("backup repository locked by another command; next round")
+            }
+            Err(Skip::Unreadable(error)) => {
+                tracing::warn!(%error, "cannot read the backup repository");
+                not_before = Instant::now() + FAILURE_BACKOFF;
             }
             Err(Skip::NotLeader | Skip::NothingDue) => {}
         }
@@ -457,8 +463,8 @@ async fn round(
     };
     let due = match listed {
         Ok(Ok(due)) => due,
-        Ok(Err(e)) => return fail(BackupKind::Incr, None, e.to_string()),
-        Err(e) => return fail(BackupKind::Incr, None, e.to_string()),
+        Ok(Err(e)) => return Err(Skip::Unreadable(e.to_string())),
+        Err(e) => return Err(Skip::Unreadable(e.to_string())),
     };
     let kind = match (force_full, due) {
         (true, _) => BackupKind::Full,
@@ -709,5 +715,85 @@ impl Collector for BackupCollector {
             MetricType::Counter,
             runs,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(kind: BackupKind, finished_unix_secs: u64) -> Manifest {
+        Manifest {
+            format: nines_backup::manifest::MANIFEST_FORMAT,
+            id: format!("{finished_unix_secs}{}", kind.letter()),
+            kind,
+            parent: None,
+            cluster_id: 1,
+            start_revision: 1,
+            end_revision: finished_unix_secs as i64,
+            key_count: 0,
+            lease_count: 0,
+            started_unix_secs: finished_unix_secs,
+            finished_unix_secs,
+            nines_version: String::new(),
+            files: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn schedule_parses_kinds_and_units() {
+        let s = Schedule::parse("full=1w, diff=1d,incr=90m").expect("valid");
+        assert_eq!(s.full_secs, Some(604_800));
+        assert_eq!(s.diff_secs, Some(86_400));
+        assert_eq!(s.incr_secs, Some(5400));
+        let s = Schedule::parse("incr=30s").expect("valid");
+        assert_eq!((s.full_secs, s.incr_secs), (None, Some(30)));
+    }
+
+    #[test]
+    fn schedule_refuses_unknown_kinds_bad_intervals_and_repeats() {
+        for bad in [
+            "weekly=1d",
+            "incr=abc",
+            "incr=5",
+            "incr=0s",
+            "incr=1y",
+            "full",
+            "",
+            "incr=1h,incr=2h",
+            "full=99999999999999999w",
+        ] {
+            assert!(Schedule::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_empty_repository_needs_a_full_whatever_the_schedule() {
+        let s = Schedule::parse("incr=1h").expect("valid");
+        assert_eq!(s.due(&[], 1000), Some(BackupKind::Full));
+    }
+
+    #[test]
+    fn the_biggest_due_kind_wins_and_times_come_from_the_manifests() {
+        let s = Schedule::parse("full=100s,diff=50s,incr=10s").expect("valid");
+        let sets = [set(BackupKind::Full, 1000)];
+        assert_eq!(s.due(&sets, 1005), None);
+        assert_eq!(s.due(&sets, 1010), Some(BackupKind::Incr));
+        assert_eq!(s.due(&sets, 1050), Some(BackupKind::Diff));
+        assert_eq!(s.due(&sets, 1100), Some(BackupKind::Full));
+        // An incr resets only the incr clock; a diff resets diff and incr.
+        let sets = [set(BackupKind::Full, 1000), set(BackupKind::Incr, 1045)];
+        assert_eq!(s.due(&sets, 1050), Some(BackupKind::Diff));
+        let sets = [set(BackupKind::Full, 1000), set(BackupKind::Diff, 1050)];
+        assert_eq!(s.due(&sets, 1055), None);
+        assert_eq!(s.due(&sets, 1060), Some(BackupKind::Incr));
+    }
+
+    #[test]
+    fn a_kind_left_out_is_never_due_once_a_full_exists() {
+        let s = Schedule::parse("full=100s").expect("valid");
+        let sets = [set(BackupKind::Full, 1000)];
+        assert_eq!(s.due(&sets, 1099), None);
+        assert_eq!(s.due(&sets, 1100), Some(BackupKind::Full));
     }
 }

@@ -211,6 +211,42 @@ async fn leader_takes_scheduled_backups_and_a_new_leader_continues_the_chain() {
         "{metrics}"
     );
 
+    // A `nines backup` command holding the repository lock makes the
+    // scheduler skip its rounds, not fail; it goes on once the lock is free.
+    let held = nines_backup::LocalRepository::open(&repo, false).expect("repo opens");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let lock = loop {
+        match held.lock() {
+            Ok(lock) => break lock,
+            Err(e) => assert!(Instant::now() < deadline, "lock never free: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let locked_sets = list(&repo).len();
+    // Longer than the incr interval plus a round: a backup would be due.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(list(&repo).len(), locked_sets, "no set while locked");
+    drop(lock);
+    wait_sets(
+        &repo,
+        Duration::from_secs(10),
+        "a set after the lock",
+        |s| s.len() > locked_sets,
+    )
+    .await;
+    let (_, metrics) = http_get(&cluster.members[leader].http, "/metrics")
+        .await
+        .expect("metrics answer");
+    assert!(
+        sample(
+            &metrics,
+            "nines_backup_runs_total",
+            &["outcome=\"failure\""]
+        )
+        .is_none_or(|n| n == 0.0),
+        "a busy lock is no failure: {metrics}"
+    );
+
     // Failover: the new leader continues the same chain.
     let before = list(&repo).len();
     cluster.kill(leader);
@@ -316,4 +352,53 @@ fn bad_backup_flags_stop_the_server_with_a_clear_message() {
             assert!(stderr.contains(w), "{flags:?}: {w:?} not in {stderr:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_from_the_config_file_keeps_the_newest_full_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let config = dir.path().join("server.toml");
+    // The config file spells keys with `_` and `-` alike.
+    std::fs::write(
+        &config,
+        format!(
+            "backup-repo = {:?}\nbackup_schedule = \"full=3s,incr=1s\"\nbackup-keep-full = 1\n",
+            repo.to_str().expect("utf-8 path")
+        ),
+    )
+    .expect("config written");
+    let cluster = Cluster::start(
+        exe(),
+        1,
+        &["--config", config.to_str().expect("utf-8 path")],
+    )
+    .expect("cluster starts");
+    cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let first = wait_sets(&repo, Duration::from_secs(15), "a full", |s| {
+        count(s, "full") == 1
+    })
+    .await[0]["id"]
+        .clone();
+    let sets = wait_sets(
+        &repo,
+        Duration::from_secs(20),
+        "the next full chain alone",
+        |s| count(s, "full") == 1 && s[0]["id"] != first,
+    )
+    .await;
+    assert_eq!(sets[0]["kind"], "full");
+    assert!(
+        sets.iter().all(|m| m["id"] != first),
+        "the first chain is pruned: {sets:#?}"
+    );
+    for pair in sets.windows(2) {
+        assert_eq!(pair[1]["parent"], pair[0]["id"], "one chain: {sets:#?}");
+    }
+    let view = backups_view(&cluster.members[0].http).await;
+    assert_eq!(view["keep_full"], 1, "{view:#}");
+    assert_eq!(view["schedule"]["full"]["interval_secs"], 3, "{view:#}");
 }
