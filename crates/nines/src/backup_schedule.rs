@@ -403,6 +403,7 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
             Ok(Err((outcome, cause))) => {
                 // The history a diff or incr needs was compacted: the next
                 // try is a full, which starts a new chain.
+                // That is no lasting fault, so no pause either.
                 force_full = matches!(cause, Some(BackupError::MustBeFull { .. }));
                 tracing::warn!(
                     kind = %outcome.kind,
@@ -410,7 +411,9 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
                     "scheduled backup failed"
                 );
                 shared.record(outcome);
-                not_before = Instant::now() + FAILURE_BACKOFF;
+                if !force_full {
+                    not_before = Instant::now() + FAILURE_BACKOFF;
+                }
             }
             Err(Skip::Busy) => {
                 tracing::debug!("backup repository locked by another command; next round")

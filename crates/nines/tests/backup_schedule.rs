@@ -4,8 +4,10 @@
 //! `/metrics` report the runs on the leader, and a follower says it does not
 //! run them; after `kill -9` of the leader the new leader goes on with
 //! incrementals on the same chain, without a second full, and the repository
-//! verifies. Bad schedule flags stop the server at startup with a clear
-//! message.
+//! verifies. When compaction removed the history the next incremental
+//! needs, the failure is reported and a full starts a new chain. Retention
+//! from the config file keeps the newest full chain. Bad schedule flags stop
+//! the server at startup with a clear message.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -401,4 +403,83 @@ async fn retention_from_the_config_file_keeps_the_newest_full_chain() {
     let view = backups_view(&cluster.members[0].http).await;
     assert_eq!(view["keep_full"], 1, "{view:#}");
     assert_eq!(view["schedule"]["full"]["interval_secs"], 3, "{view:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_history_fails_the_incr_and_a_full_starts_a_new_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    let cluster = Cluster::start(
+        exe(),
+        1,
+        &[
+            "--backup-repo",
+            repo.to_str().expect("utf-8 path"),
+            "--backup-schedule",
+            "full=1h,incr=1s",
+        ],
+    )
+    .expect("cluster starts");
+    cluster
+        .wait_leader(Duration::from_secs(20))
+        .await
+        .expect("a leader");
+    let http = cluster.members[0].http.clone();
+    wait_sets(&repo, Duration::from_secs(15), "a full", |s| {
+        count(s, "full") == 1
+    })
+    .await;
+    let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+    let mut client = etcd_client::Client::connect(
+        [format!("http://{}", cluster.members[0].client)],
+        Some(opts),
+    )
+    .await
+    .expect("client connects");
+    // Write and compact at once, until an incr finds its history gone (an
+    // incr may slip in between a put and its compaction; then try again).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let put = client.put("k", "v", None).await.expect("put");
+        let revision = put.header().expect("header").revision();
+        client.put("k", "w", None).await.expect("put");
+        client.compact(revision + 1, None).await.expect("compact");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (_, metrics) = http_get(&http, "/metrics").await.expect("metrics answer");
+        let failed = sample(
+            &metrics,
+            "nines_backup_runs_total",
+            &["kind=\"incr\"", "outcome=\"failure\""],
+        );
+        if failed.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no incr failed: {metrics}");
+    }
+    let view = backups_view(&http).await;
+    // The failure names the cause, or a full already followed it.
+    let last = &view["last"];
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("must be a full"))
+            || (last["kind"] == "full" && last["ok"] == true),
+        "{view:#}"
+    );
+    let sets = wait_sets(&repo, Duration::from_secs(15), "a second full", |s| {
+        count(s, "full") == 2
+    })
+    .await;
+    let out = nines(&[
+        "backup",
+        "verify",
+        "--repo",
+        repo.to_str().expect("utf-8 path"),
+    ]);
+    assert!(
+        out.status.success(),
+        "verify: {}{}: {sets:#?}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
