@@ -270,7 +270,7 @@ lines.append("Raw rows (kind, side, requests/s, p50 ms, p99 ms, requests, non-2x
 lines.append("\`\`\`")
 lines.extend("\t".join(r) for r in rows)
 lines.append("\`\`\`\n")
-section = "\n".join(lines)
+section = "\n".join(lines) + "\n"
 path = sys.argv[2]
 try:
     text = open(path).read()
