@@ -3,6 +3,9 @@
 //! client connection, its requests and the upstream connections it opens
 //! stay on one thread, and each worker has its own idle-connection pools, so
 //! the request path has no cross-thread wake-ups and no contended locks.
+//! Invariant: a socket is registered with the reactor of the worker that
+//! polls it; the accept loops hand accepted sockets over as std sockets and
+//! the serving worker registers them (`server::on_this_worker`).
 
 use std::cell::Cell;
 use std::sync::Arc;
