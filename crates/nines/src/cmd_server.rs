@@ -122,9 +122,17 @@ impl ServerArgs {
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let text = text.replace('_', "-");
-        let file: ServerArgs =
-            toml::from_str(&text).map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        // Keys may be spelled with `_` or `-`; values (paths) are left as written.
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+        let table: toml::Table = table
+            .into_iter()
+            .map(|(key, value)| (key.replace('_', "-"), value))
+            .collect();
+        let file: ServerArgs = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
         fill!(
             self,
             file,
