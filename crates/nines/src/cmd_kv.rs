@@ -506,10 +506,43 @@ pub async fn connect_client(endpoints: &[String]) -> anyhow::Result<Client> {
             }
         })
         .collect();
+    let eps = reachable(eps).await;
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(std::time::Duration::from_secs(3))
         .with_timeout(std::time::Duration::from_secs(10));
     Client::connect(eps, Some(opts))
         .await
         .with_context(|| format!("cannot connect to {}", endpoints.join(",")))
+}
+
+/// The endpoints that accept a TCP connection now (probed together, 1 s
+/// each), in their given order; all of them when none does, so the error
+/// names them. The client balances requests over its endpoints without
+/// skipping a dead one, so a member that is down would otherwise fail a
+/// share of the commands.
+async fn reachable(eps: Vec<String>) -> Vec<String> {
+    if eps.len() < 2 {
+        return eps;
+    }
+    let probes = eps.iter().map(|e| async move {
+        let authority = e.split_once("://").map_or(e.as_str(), |(_, rest)| rest);
+        let authority = authority.split('/').next().unwrap_or(authority);
+        let probe = tokio::net::TcpStream::connect(authority.to_string());
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), probe).await,
+            Ok(Ok(_))
+        )
+    });
+    let up = futures::future::join_all(probes).await;
+    let live: Vec<String> = eps
+        .iter()
+        .zip(up)
+        .filter(|(_, up)| *up)
+        .map(|(e, _)| e.clone())
+        .collect();
+    if live.is_empty() {
+        eps
+    } else {
+        live
+    }
 }

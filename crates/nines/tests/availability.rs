@@ -185,8 +185,8 @@ async fn a_scripted_outage_is_reported_within_one_second_and_survives_failover()
     assert!(list.contains("\"service\":\"web\""), "{list}");
 
     // `nines avail report` reads the same history over the etcd API.
-    // The killed leader is down: only the live members.
-    let endpoints = c.live_endpoints().join(",");
+    // Every member, the killed leader too: the CLI skips a dead endpoint.
+    let endpoints = c.endpoints().join(",");
     let cli = Command::new(exe())
         .args([
             "--endpoints",
