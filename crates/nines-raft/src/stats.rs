@@ -11,11 +11,14 @@ pub const LOG_LATENCY_BUCKETS_SECONDS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-/// A latency histogram over [`LOG_LATENCY_BUCKETS_SECONDS`] plus `+Inf`.
+/// A latency histogram of plain atomics over fixed upper bounds plus `+Inf`:
+/// observing never takes a lock.
 #[derive(Debug)]
 pub struct Histogram {
-    /// Observations per bucket (not cumulative).
-    buckets: [AtomicU64; LOG_LATENCY_BUCKETS_SECONDS.len() + 1],
+    /// Upper bounds in seconds, increasing.
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); one more than `bounds`.
+    buckets: Box<[AtomicU64]>,
     sum_nanos: AtomicU64,
 }
 
@@ -32,30 +35,40 @@ pub struct HistogramSnapshot {
 }
 
 impl Default for Histogram {
+    /// Over [`LOG_LATENCY_BUCKETS_SECONDS`].
     fn default() -> Self {
-        Histogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
+        Histogram::new(&LOG_LATENCY_BUCKETS_SECONDS)
     }
 }
 
 impl Histogram {
+    /// An empty histogram over `bounds` (seconds, increasing).
+    pub fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
     /// Records one observation.
     pub fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let i = LOG_LATENCY_BUCKETS_SECONDS
+        let i = self
+            .bounds
             .iter()
             .position(|&le| secs <= le)
-            .unwrap_or(LOG_LATENCY_BUCKETS_SECONDS.len());
+            .unwrap_or(self.bounds.len());
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
-    /// The current figures.
+    /// The current figures. The count is the buckets' total, so a read
+    /// racing an observation still gives a consistent histogram.
     pub fn read(&self) -> HistogramSnapshot {
-        let buckets: Vec<(f64, u64)> = LOG_LATENCY_BUCKETS_SECONDS
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
             .iter()
             .copied()
             .chain(std::iter::once(f64::MAX))

@@ -18,6 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use http_body::{Body, Frame, SizeHint};
+use nines_raft::stats::Histogram;
 use nines_raft::{RaftNode, ServerState};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -202,55 +203,13 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// A latency histogram of plain atomics: observing never takes a lock.
-#[derive(Debug)]
-struct AtomicHistogram {
-    /// Observations per bucket (not cumulative); the last is `+Inf`.
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
-    sum_nanos: AtomicU64,
-}
-
-impl AtomicHistogram {
-    fn new() -> AtomicHistogram {
-        AtomicHistogram {
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            sum_nanos: AtomicU64::new(0),
-        }
-    }
-
-    fn observe(&self, elapsed: Duration) {
-        let secs = elapsed.as_secs_f64();
-        let i = LATENCY_BUCKETS_SECONDS
-            .iter()
-            .position(|&le| secs <= le)
-            .unwrap_or(LATENCY_BUCKETS_SECONDS.len());
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    /// (sum in seconds, count, buckets). The count is the buckets' total,
-    /// so a scrape racing an observation still reads a consistent histogram.
-    fn read(&self) -> (f64, u64, Vec<(f64, u64)>) {
-        let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_SECONDS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::MAX))
-            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        (sum, count, buckets)
-    }
-}
-
 /// Counters of one gRPC method.
 #[derive(Debug)]
 struct MethodStats {
     /// Finished calls by gRPC status code.
     codes: [AtomicU64; GRPC_CODES.len()],
     /// Latency of finished unary calls.
-    latency: AtomicHistogram,
+    latency: Histogram,
     /// Streams open now (streaming methods only).
     streams_active: AtomicI64,
 }
@@ -270,7 +229,7 @@ impl GrpcStats {
             methods: (0..=METHODS.len())
                 .map(|_| MethodStats {
                     codes: std::array::from_fn(|_| AtomicU64::new(0)),
-                    latency: AtomicHistogram::new(),
+                    latency: Histogram::new(&LATENCY_BUCKETS_SECONDS),
                     streams_active: AtomicI64::new(0),
                 })
                 .collect(),
@@ -773,7 +732,7 @@ impl Scrape {
             .enumerate()
             .filter(|(i, _)| !is_streaming(*i))
             .map(|(i, m)| (labels(i), m.latency.read()))
-            .filter(|(_, (_, count, _))| *count > 0)
+            .filter(|(_, snap)| snap.count > 0)
             .collect();
         if !histograms.is_empty() {
             let mut family = e.encode_descriptor(
@@ -782,10 +741,13 @@ impl Scrape {
                 None,
                 MetricType::Histogram,
             )?;
-            for (l, (sum, count, buckets)) in &histograms {
-                family
-                    .encode_family(l)?
-                    .encode_histogram::<Labels>(*sum, *count, buckets, None)?;
+            for (l, snap) in &histograms {
+                family.encode_family(l)?.encode_histogram::<Labels>(
+                    snap.sum_seconds,
+                    snap.count,
+                    &snap.buckets,
+                    None,
+                )?;
             }
         }
         let streams: Vec<(Labels, i64)> = (0..METHODS.len())
@@ -849,11 +811,12 @@ mod tests {
 
     #[test]
     fn histogram_count_is_the_sum_of_its_buckets() {
-        let h = AtomicHistogram::new();
+        let h = Histogram::new(&LATENCY_BUCKETS_SECONDS);
         h.observe(Duration::from_micros(100));
         h.observe(Duration::from_millis(3));
         h.observe(Duration::from_secs(60));
-        let (sum, count, buckets) = h.read();
+        let snap = h.read();
+        let (sum, count, buckets) = (snap.sum_seconds, snap.count, snap.buckets);
         assert_eq!(count, 3);
         assert_eq!(buckets.first().map(|b| b.1), Some(1));
         assert_eq!(buckets.last().map(|b| b.1), Some(1));
