@@ -5,7 +5,7 @@
 //! so an operator can free space, then disarm the alarm.
 
 use nines_raft::RaftNode;
-use nines_store::{adds_data, AlarmAction, AlarmKind, AlarmMember, Command};
+use nines_store::{added_bytes, AlarmAction, AlarmKind, AlarmMember, Command};
 use tonic::Status;
 
 use crate::errors;
@@ -13,9 +13,9 @@ use crate::errors;
 /// Lets `cmd` through, or refuses it when the quota is reached, raising the
 /// alarm the first time.
 pub async fn check(node: &RaftNode, cmd: &Command) -> Result<(), Status> {
-    if !adds_data(cmd) {
+    let Some(cost) = added_bytes(cmd) else {
         return Ok(());
-    }
+    };
     let (raised, size) = {
         let store = node.store();
         (
@@ -26,7 +26,7 @@ pub async fn check(node: &RaftNode, cmd: &Command) -> Result<(), Status> {
     if raised {
         return Err(errors::no_space());
     }
-    if size.saturating_add(cost(cmd)) <= node.quota_bytes() {
+    if size.saturating_add(cost) <= node.quota_bytes() {
         return Ok(());
     }
     tracing::warn!(
@@ -43,22 +43,4 @@ pub async fn check(node: &RaftNode, cmd: &Command) -> Result<(), Status> {
     };
     node.write(raise).await.map_err(|e| errors::write(&e))?;
     Err(errors::no_space())
-}
-
-/// Bytes a command adds at most: its keys and values.
-fn cost(cmd: &Command) -> u64 {
-    fn ops(list: &[nines_store::RequestOp]) -> u64 {
-        list.iter()
-            .map(|op| match op {
-                nines_store::RequestOp::Put(p) => (p.key.len() + p.value.len()) as u64,
-                nines_store::RequestOp::Txn(t) => ops(&t.success).max(ops(&t.failure)),
-                _ => 0,
-            })
-            .sum()
-    }
-    match cmd {
-        Command::Put(p) => (p.key.len() + p.value.len()) as u64,
-        Command::Txn(t) => ops(&t.success).max(ops(&t.failure)),
-        _ => 0,
-    }
 }

@@ -38,7 +38,7 @@ mod txn;
 pub mod types;
 
 pub use error::StoreError;
-pub use store::{adds_data, Applied, Store};
+pub use store::{added_bytes, adds_data, Applied, Store};
 pub use types::*;
 
 /// Largest lease TTL a grant accepts, in seconds (etcd's `MaxLeaseTTL`).

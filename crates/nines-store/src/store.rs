@@ -517,19 +517,34 @@ pub(crate) fn check_put_static(req: &PutRequest) -> Result<(), StoreError> {
 /// etcd's capped applier does): puts, transactions with a put anywhere, and
 /// lease grants. Deletes, compaction and revokes free space and pass.
 pub fn adds_data(cmd: &Command) -> bool {
-    fn txn_puts(t: &TxnRequest) -> bool {
-        t.success.iter().chain(&t.failure).any(|op| match op {
-            RequestOp::Put(_) => true,
-            RequestOp::Txn(inner) => txn_puts(inner),
-            RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
-        })
+    added_bytes(cmd).is_some()
+}
+
+/// The key and value bytes a command adds at most (the larger branch of a
+/// transaction), or `None` when it adds no data (see [`adds_data`]).
+pub fn added_bytes(cmd: &Command) -> Option<u64> {
+    fn txn_puts(t: &TxnRequest) -> Option<u64> {
+        let branch = |ops: &[RequestOp]| {
+            ops.iter()
+                .filter_map(|op| match op {
+                    RequestOp::Put(p) => Some((p.key.len() + p.value.len()) as u64),
+                    RequestOp::Txn(inner) => txn_puts(inner),
+                    RequestOp::Range(_) | RequestOp::DeleteRange(_) => None,
+                })
+                .reduce(|a, b| a + b)
+        };
+        match (branch(&t.success), branch(&t.failure)) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+        }
     }
     match cmd {
-        Command::Put(_) | Command::LeaseGrant { .. } => true,
+        Command::Put(p) => Some((p.key.len() + p.value.len()) as u64),
+        Command::LeaseGrant { .. } => Some(0),
         Command::Txn(t) => txn_puts(t),
         Command::DeleteRange(_)
         | Command::Compact { .. }
         | Command::LeaseRevoke { .. }
-        | Command::Alarm { .. } => false,
+        | Command::Alarm { .. } => None,
     }
 }
