@@ -148,6 +148,25 @@ pub enum WriteError {
     Stopped,
 }
 
+/// Why [`Core::wait_metrics`] gave up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MetricsWait {
+    /// The deadline passed.
+    Timeout,
+    /// openraft stopped.
+    Stopped,
+}
+
+impl MetricsWait {
+    /// `Stopped` as [`WriteError::Stopped`], a timeout as `timeout`.
+    fn or(self, timeout: WriteError) -> WriteError {
+        match self {
+            MetricsWait::Timeout => timeout,
+            MetricsWait::Stopped => WriteError::Stopped,
+        }
+    }
+}
+
 struct Proposal {
     cmd: Command,
     tx: oneshot::Sender<Result<Outcome, WriteError>>,
@@ -520,26 +539,16 @@ impl Core {
         &self,
         deadline: Instant,
     ) -> Result<(NodeId, MemberNode), WriteError> {
-        let mut rx = self.raft.metrics();
-        loop {
-            {
-                let m = rx.borrow_and_update();
-                if m.running_state.is_err() {
-                    return Err(WriteError::Stopped);
-                }
-                if let Some(l) = m.current_leader {
-                    if let Some(node) = m.membership_config.membership().get_node(&l) {
-                        return Ok((l, node.clone()));
-                    }
-                }
+        self.wait_metrics(deadline, |m| {
+            if m.running_state.is_err() {
+                return Some(Err(WriteError::Stopped));
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(wait, rx.changed()).await {
-                Err(_) => return Err(WriteError::NoLeader),
-                Ok(Err(_)) => return Err(WriteError::Stopped),
-                Ok(Ok(())) => {}
-            }
-        }
+            let l = m.current_leader?;
+            let node = m.membership_config.membership().get_node(&l)?;
+            Some(Ok((l, node.clone())))
+        })
+        .await
+        .map_err(|e| e.or(WriteError::NoLeader))?
     }
 
     /// Waits until the known leader is no longer `old`.
@@ -548,15 +557,27 @@ impl Core {
         old: NodeId,
         deadline: Instant,
     ) -> Result<(), WriteError> {
+        self.wait_metrics(deadline, |m| (m.current_leader != Some(old)).then_some(()))
+            .await
+            .map_err(|e| e.or(WriteError::NoLeader))
+    }
+
+    /// Waits until `f` finds what it looks for in openraft's metrics (at
+    /// once if it already holds), or until `deadline`.
+    pub(crate) async fn wait_metrics<T>(
+        &self,
+        deadline: Instant,
+        mut f: impl FnMut(&openraft::RaftMetrics<NodeId, MemberNode>) -> Option<T>,
+    ) -> Result<T, MetricsWait> {
         let mut rx = self.raft.metrics();
         loop {
-            if rx.borrow_and_update().current_leader != Some(old) {
-                return Ok(());
+            if let Some(found) = f(&rx.borrow_and_update()) {
+                return Ok(found);
             }
             let wait = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(wait, rx.changed()).await {
-                Err(_) => return Err(WriteError::NoLeader),
-                Ok(Err(_)) => return Err(WriteError::Stopped),
+                Err(_) => return Err(MetricsWait::Timeout),
+                Ok(Err(_)) => return Err(MetricsWait::Stopped),
                 Ok(Ok(())) => {}
             }
         }

@@ -12,7 +12,7 @@ use tokio::time::sleep;
 
 use crate::membership::{MembershipReply, MembershipRequest};
 use crate::network::PeerMethod;
-use crate::node::{Core, RaftNode};
+use crate::node::{Core, MetricsWait, RaftNode};
 use crate::types::NodeId;
 
 /// Why a leadership transfer did not happen.
@@ -92,7 +92,20 @@ impl RaftNode {
         if !matches!(res, Ok(Ok(MembershipReply::Campaign))) {
             return Err(TransferError::Timeout);
         }
-        wait_leader_is(core, target, deadline).await
+        core.wait_metrics(deadline, |m| {
+            (m.current_leader == Some(target)).then_some(())
+        })
+        .await
+        .map_err(TransferError::from)
+    }
+}
+
+impl From<MetricsWait> for TransferError {
+    fn from(e: MetricsWait) -> Self {
+        match e {
+            MetricsWait::Timeout => TransferError::Timeout,
+            MetricsWait::Stopped => TransferError::Stopped,
+        }
     }
 }
 
@@ -103,49 +116,18 @@ async fn wait_caught_up(
     term: u64,
     deadline: Instant,
 ) -> Result<(), TransferError> {
-    let mut rx = core.raft.metrics();
-    loop {
-        {
-            let m = rx.borrow_and_update();
-            if m.current_term != term || m.current_leader != Some(core.id) {
-                return Err(TransferError::NotLeader);
-            }
-            let matched = m
-                .replication
-                .as_ref()
-                .and_then(|r| r.get(&target).cloned().flatten())
-                .map(|l| l.index);
-            if matched.is_some() && matched >= m.last_log_index {
-                return Ok(());
-            }
+    core.wait_metrics(deadline, |m| {
+        if m.current_term != term || m.current_leader != Some(core.id) {
+            return Some(Err(TransferError::NotLeader));
         }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, rx.changed()).await {
-            Err(_) => return Err(TransferError::Timeout),
-            Ok(Err(_)) => return Err(TransferError::Stopped),
-            Ok(Ok(())) => {}
-        }
-    }
-}
-
-/// Waits until this member sees `target` as leader.
-async fn wait_leader_is(
-    core: &Core,
-    target: NodeId,
-    deadline: Instant,
-) -> Result<(), TransferError> {
-    let mut rx = core.raft.metrics();
-    loop {
-        if rx.borrow_and_update().current_leader == Some(target) {
-            return Ok(());
-        }
-        let wait = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(wait, rx.changed()).await {
-            Err(_) => return Err(TransferError::Timeout),
-            Ok(Err(_)) => return Err(TransferError::Stopped),
-            Ok(Ok(())) => {}
-        }
-    }
+        let matched = m
+            .replication
+            .as_ref()
+            .and_then(|r| r.get(&target).cloned().flatten())
+            .map(|l| l.index);
+        (matched.is_some() && matched >= m.last_log_index).then_some(Ok(()))
+    })
+    .await?
 }
 
 /// On the transferee: campaigns now, if the transfer's term is still current.
