@@ -373,10 +373,12 @@ impl Session {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         for e in events.filter(|e| e.kv.mod_revision >= w.next_rev && w.matches(e)) {
-            let mut e = e.clone();
-            if !w.prev_kv {
-                e.prev_kv = None;
-            }
+            // The previous value is copied only for watchers that asked.
+            let e = Event {
+                kind: e.kind,
+                kv: e.kv.clone(),
+                prev_kv: if w.prev_kv { e.prev_kv.clone() } else { None },
+            };
             bytes += e.kv.key.len() + e.kv.value.len() + 64;
             out.push(event_to_pb(e));
             if w.fragment && bytes >= RESPONSE_BYTES_SOFT_MAX {
