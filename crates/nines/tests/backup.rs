@@ -14,22 +14,9 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions, PutOptions, Txn, TxnOp};
 use nines_testkit::Cluster;
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_nines"))
-}
+mod cli_support;
 
-/// Runs `nines ARGS`.
-fn nines(args: &[&str]) -> Output {
-    Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("nines runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli_support::{exe, nines, text};
 
 /// `nines backup create`; returns the id printed on the last stdout line.
 fn create(endpoints: &str, kind: &str, repo: &Path) -> String {

@@ -10,28 +10,16 @@
 //! the server at startup with a clear message.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nines_testkit::{http_get, Cluster};
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_nines"))
-}
+mod cli_support;
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn nines(args: &[&str]) -> Output {
-    Command::new(exe())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("nines runs")
-}
+use cli_support::{exe, nines, text};
 
 /// The sets of the repository in chain order, from `nines backup list -w json`.
 fn list(repo: &Path) -> Vec<serde_json::Value> {
