@@ -11,6 +11,7 @@ pub mod availability;
 pub mod catalog;
 pub mod checker;
 pub mod dns;
+pub mod gateway_report;
 pub mod http;
 pub mod limits;
 pub mod member;
@@ -22,6 +23,7 @@ pub mod resolver;
 pub mod store;
 
 pub use catalog::{Catalog, InstanceView};
+pub use gateway_report::GatewayReporter;
 pub use member::{MemberRegistry, MemberRegistryConfig};
 pub use mirror::Mirror;
 pub use model::{Instance, Registration, ValidationError};

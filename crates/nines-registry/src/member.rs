@@ -33,6 +33,7 @@ pub struct MemberRegistryConfig {
 /// The registry parts of a running member.
 pub struct MemberRegistry {
     router: Router,
+    registry: Registry,
     mirror: Mirror,
     dns: Option<DnsServer>,
     _checker: Checker,
@@ -66,10 +67,13 @@ impl MemberRegistry {
         let checker = Checker::spawn(config.name.clone(), registry.clone(), mirror.subscribe());
         let availability =
             crate::availability::Recorder::spawn(registry.clone(), mirror.subscribe());
-        let availability_routes = crate::availability::router(registry.clone());
-        let api = crate::http::Api::new(registry, mirror.subscribe(), config.name, dns_addr);
+        let availability_routes = crate::availability::router(registry.clone())
+            .merge(crate::gateway_report::router(registry.clone()));
+        let api =
+            crate::http::Api::new(registry.clone(), mirror.subscribe(), config.name, dns_addr);
         Ok(MemberRegistry {
             router: crate::http::router(api).merge(availability_routes),
+            registry,
             mirror,
             dns,
             _checker: checker,
@@ -85,6 +89,11 @@ impl MemberRegistry {
     /// The address DNS serves on, if it does.
     pub fn dns_addr(&self) -> Option<SocketAddr> {
         self.dns.as_ref().map(|d| d.addr)
+    }
+
+    /// The registry handle over the member's own client URL.
+    pub fn registry(&self) -> Registry {
+        self.registry.clone()
     }
 
     /// The local mirror of the registry.

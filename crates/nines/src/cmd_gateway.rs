@@ -13,6 +13,15 @@ pub struct GatewayArgs {
     /// Gateway config file (TOML; see DESIGN.md "Gateway config").
     #[arg(long)]
     pub config: PathBuf,
+    /// Name this gateway reports under (`/nines/gateways/NAME`, request
+    /// outcomes per service); default: the host name and the port of the
+    /// admin listener (or of the first listener).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Do not report status and request outcomes to the cluster at
+    /// `--endpoints`.
+    #[arg(long)]
+    pub no_report: bool,
 }
 
 /// Arguments of `nines demo-backend`.
@@ -37,25 +46,30 @@ fn init_logging() {
 }
 
 /// Runs the gateway until SIGINT/SIGTERM. Clusters with `service = "NAME"`
-/// follow the registry of the cluster at `endpoints`.
+/// follow the registry of the cluster at `endpoints`, to which the gateway
+/// also reports its status and request outcomes (unless `--no-report`).
 pub fn run_gateway(args: GatewayArgs, endpoints: &[String]) -> anyhow::Result<()> {
     init_logging();
     let config = nines_gateway::Config::load(&args.config)
         .with_context(|| format!("gateway {}", args.config.display()))?;
-    if config.clusters.iter().all(|c| c.service.is_none()) {
+    let follows_registry = config.clusters.iter().any(|c| c.service.is_some());
+    if !follows_registry && args.no_report {
         return nines_gateway::run_blocking(&args.config)
             .with_context(|| format!("gateway {}", args.config.display()));
     }
-    run_following_registry(config, &args.config, endpoints)
+    run_with_store(config, &args, endpoints, follows_registry)
 }
 
-/// The gateway with a registry resolver: one runtime per worker as
-/// `nines_gateway::run_blocking`, plus a mirror of the registry on worker 0.
-fn run_following_registry(
+/// The gateway with the cluster at `endpoints`: one runtime per worker as
+/// `nines_gateway::run_blocking`, plus on worker 0 a mirror of the registry
+/// (when a cluster follows a service) and the reporter.
+fn run_with_store(
     config: nines_gateway::Config,
-    path: &std::path::Path,
+    args: &GatewayArgs,
     endpoints: &[String],
+    follows_registry: bool,
 ) -> anyhow::Result<()> {
+    let path = args.config.as_path();
     let threads = config
         .gateway
         .worker_threads
@@ -68,27 +82,75 @@ fn run_following_registry(
         .context("start gateway workers")?;
     runtime.block_on(async {
         let client = crate::connect(endpoints).await?;
-        let mirror = nines_registry::Mirror::spawn(nines_registry::Registry::new(client));
-        if !mirror
-            .wait_revision(0, std::time::Duration::from_secs(10))
-            .await
-        {
-            tracing::warn!(
-                "registry not reachable yet; services start empty and fill in when it is"
-            );
+        let registry = nines_registry::Registry::new(client);
+        let mut resolver: Option<std::sync::Arc<dyn nines_gateway::source::ServiceResolver>> = None;
+        if follows_registry {
+            let mirror = nines_registry::Mirror::spawn(registry.clone());
+            if !mirror
+                .wait_revision(0, std::time::Duration::from_secs(10))
+                .await
+            {
+                tracing::warn!(
+                    "registry not reachable yet; services start empty and fill in when it is"
+                );
+            }
+            resolver = Some(std::sync::Arc::new(nines_registry::RegistryResolver::new(
+                mirror.subscribe(),
+            )));
         }
-        let resolver =
-            std::sync::Arc::new(nines_registry::RegistryResolver::new(mirror.subscribe()));
         let gateway = nines_gateway::Gateway::start_with_workers(
-            config,
+            config.clone(),
             Some(path.to_owned()),
-            Some(resolver),
+            resolver,
             workers,
         )
         .await
         .with_context(|| format!("gateway {}", path.display()))?;
-        gateway.run_until_signal().await.context("gateway")
+        let reporter = if args.no_report {
+            None
+        } else {
+            let name = match &args.name {
+                Some(name) => name.clone(),
+                None => default_name(&gateway, &config).await,
+            };
+            tracing::info!(name, "reporting gateway status and request outcomes");
+            Some(nines_registry::gateway_report::spawn(
+                registry,
+                gateway.clone(),
+                &name,
+                &config,
+            ))
+        };
+        let served = gateway.run_until_signal().await.context("gateway");
+        if let Some(reporter) = reporter {
+            reporter.stop().await;
+        }
+        served
     })
+}
+
+/// The host name and the port of the admin listener (or of the first
+/// listener): unique per machine, readable on the dashboard.
+async fn default_name(gateway: &nines_gateway::Gateway, config: &nines_gateway::Config) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "gateway".to_owned());
+    let mut port = gateway.admin_addr().map(|a| a.port());
+    if port.is_none() {
+        if let Some(first) = config.listeners.first() {
+            port = gateway
+                .listener_addr(first.name.get_ref())
+                .await
+                .map(|a| a.port());
+        }
+    }
+    match port {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    }
 }
 
 /// Runs a demo backend until the process is stopped.

@@ -321,7 +321,7 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             .await
             .context("registry")?;
         let gateway = match gateway_config {
-            Some(path) => Some(start_gateway(path, &registry).await?),
+            Some(path) => Some(start_gateway(path, &registry, &cfg.node.name).await?),
             None => None,
         };
         let mut extensions = nines_server::Extensions {
@@ -347,7 +347,8 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
                 tracing::warn!(error = %e, "the backup scheduler did not stop cleanly");
             }
         }
-        if let Some(gateway) = gateway {
+        if let Some((gateway, reporter)) = gateway {
+            reporter.stop().await;
             gateway.shutdown().await;
         }
         result
@@ -365,17 +366,26 @@ fn own_client_url(listen: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, listen.port()))
 }
 
-/// The gateway embedded in a member, following the member's registry.
+/// The gateway embedded in a member, following the member's registry and
+/// reporting its status and request outcomes under the member's name.
 async fn start_gateway(
     path: PathBuf,
     registry: &nines_registry::MemberRegistry,
-) -> anyhow::Result<nines_gateway::Gateway> {
+    member_name: &str,
+) -> anyhow::Result<(nines_gateway::Gateway, nines_registry::GatewayReporter)> {
     let config = nines_gateway::Config::load(&path)
         .with_context(|| format!("--gateway-config {}", path.display()))?;
     let resolver = std::sync::Arc::new(nines_registry::RegistryResolver::new(
         registry.mirror().subscribe(),
     ));
-    nines_gateway::Gateway::start(config, Some(path.clone()), Some(resolver))
+    let gateway = nines_gateway::Gateway::start(config.clone(), Some(path.clone()), Some(resolver))
         .await
-        .with_context(|| format!("--gateway-config {}", path.display()))
+        .with_context(|| format!("--gateway-config {}", path.display()))?;
+    let reporter = nines_registry::gateway_report::spawn(
+        registry.registry(),
+        gateway.clone(),
+        member_name,
+        &config,
+    );
+    Ok((gateway, reporter))
 }

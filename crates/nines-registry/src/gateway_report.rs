@@ -1,0 +1,804 @@
+//! A gateway reports to the store: its status (clusters, backends and their
+//! counters) under `/nines/gateways/NAME` on a short lease it keeps alive,
+//! so a dead gateway disappears by itself, and the outcomes of the requests
+//! it proxied per service and per minute under
+//! `/nines/availability/requests/SERVICE/MINUTE_MS/GATEWAY`
+//! (`{"requests", "failed"}`), which the availability report reads. A
+//! cluster fed by a registry service is counted under the service's name,
+//! any other under its own name.
+//!
+//! What a request outcome is: where every HTTP listener that routes to a
+//! cluster routes to that cluster only, the listeners' own counters give
+//! exactly what clients saw (requests, and 5xx answered, including the 503
+//! of "no backend" and the 502/504 after failed attempts). Otherwise the
+//! cluster's backends' counters are used: attempts, and attempts that failed
+//! or answered 5xx. Counters are cumulative; the reporter turns them into
+//! deltas ([`DeltaTracker`], robust to a counter that starts over) and adds
+//! them to the current minute's bucket ([`Buckets`]). A bucket key holds the
+//! minute's total, so rewriting it is idempotent and a failed write is simply
+//! retried; after a restart the first minute's stored total is read back
+//! before it is rewritten. Each publish period is one transaction: the status,
+//! the changed buckets, the first sighting of a service and, every ten
+//! minutes, the deletion of buckets older than 30 days. This module only
+//! reads the gateway; it never changes its state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use etcd_client::{DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
+use etcd_client::{Txn, TxnOp};
+use nines_gateway::config::Protocol;
+use nines_gateway::Gateway;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::store::{now_ms, prefix_end, Registry};
+
+/// Gateway status: `GATEWAYS NAME` = `{"name", "updated_ms", "clusters"}`.
+pub const GATEWAYS: &str = "/nines/gateways/";
+/// Request buckets: `REQUESTS SERVICE/MINUTE_MS/GATEWAY` = [`Outcomes`].
+pub const REQUESTS: &str = "/nines/availability/requests/";
+/// Services that ever had gateway traffic: `REQUEST_SERVICES SERVICE` = "".
+pub const REQUEST_SERVICES: &str = "/nines/availability/request-services/";
+/// The length of one bucket.
+pub const BUCKET_MS: u64 = 60_000;
+/// Buckets older than this are deleted.
+pub const RETENTION_MS: u64 = 30 * 86_400_000;
+/// How often a gateway publishes.
+pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
+/// TTL of the status key's lease: a gateway silent this long disappears.
+pub const STATUS_LEASE_TTL_SECS: i64 = 5;
+/// Publish periods between two sweeps of old buckets.
+const SWEEP_PERIODS: u64 = 600;
+/// Most operations in one publish transaction (the store allows 128).
+const TXN_OPS_MAX: usize = 100;
+/// Most counter sources remembered; beyond it, unseen ones are forgotten.
+const SOURCES_REMEMBERED_MAX: usize = 10_000;
+/// Most buckets kept in memory while the store cannot be written.
+const BUCKETS_HELD_MAX: usize = 10_000;
+/// Longest one publish may take.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest the last publish (and lease revoke) at stop may take.
+const FINAL_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most gateways listed by `GET /v1/gateways`.
+const GATEWAYS_LISTED_MAX: i64 = 1000;
+/// Most bytes of a gateway or service name in a key.
+const NAME_BYTES_MAX: usize = 128;
+
+const _: () = assert!(STATUS_LEASE_TTL_SECS as u64 > 2 * PUBLISH_PERIOD.as_secs());
+const _: () = assert!(RETENTION_MS.is_multiple_of(BUCKET_MS));
+
+/// Requests and how many of them failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Requests.
+    pub requests: u64,
+    /// Failed requests (5xx answered, or upstream failures).
+    pub failed: u64,
+}
+
+impl Outcomes {
+    /// Adds `other` (saturating).
+    pub fn add(&mut self, other: Outcomes) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.failed = self.failed.saturating_add(other.failed);
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_zero(&self) -> bool {
+        self.requests == 0 && self.failed == 0
+    }
+}
+
+/// The start of the bucket holding `at_ms`.
+pub fn bucket_start(at_ms: u64) -> u64 {
+    at_ms - at_ms % BUCKET_MS
+}
+
+/// The key of `gateway`'s bucket of `service` starting at `start_ms`.
+pub fn bucket_key(service: &str, start_ms: u64, gateway: &str) -> String {
+    format!("{REQUESTS}{service}/{start_ms:020}/{gateway}")
+}
+
+/// `name` as it may appear in a key: ASCII letters, digits, `-`, `_`, `.`
+/// and `:` are kept, anything else becomes `_` (registry service names pass
+/// unchanged).
+pub fn key_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(NAME_BYTES_MAX);
+    if out.is_empty() {
+        out.push('_');
+    }
+    out
+}
+
+/// Turns samples of cumulative counters into increments. A counter that went
+/// down started over (a restarted process, a backend rebuilt), so the whole
+/// new value is the increment; a source seen for the first time counts from
+/// zero, since gateway counters start at zero.
+#[derive(Debug, Default)]
+pub struct DeltaTracker {
+    last: HashMap<String, Outcomes>,
+}
+
+impl DeltaTracker {
+    /// The increment of `source` since its previous sample.
+    pub fn delta(&mut self, source: &str, current: Outcomes) -> Outcomes {
+        let last = self
+            .last
+            .insert(source.to_owned(), current)
+            .unwrap_or_default();
+        if current.requests < last.requests || current.failed < last.failed {
+            current
+        } else {
+            Outcomes {
+                requests: current.requests - last.requests,
+                failed: current.failed - last.failed,
+            }
+        }
+    }
+
+    /// Forgets sources not in `seen` once more than the bound are known. A
+    /// source that vanished keeps its last value until then, so one that
+    /// comes back with the same counters is not counted twice.
+    pub fn bound(&mut self, seen: &HashSet<String>) {
+        if self.last.len() > SOURCES_REMEMBERED_MAX {
+            self.last.retain(|source, _| seen.contains(source));
+        }
+    }
+}
+
+/// Per-(service, bucket start) totals of one gateway, and which of them
+/// changed since they were last written.
+#[derive(Debug, Default)]
+pub struct Buckets {
+    totals: BTreeMap<(String, u64), Outcomes>,
+    dirty: BTreeSet<(String, u64)>,
+}
+
+impl Buckets {
+    /// Adds `delta` to `service`'s bucket holding `at_ms`.
+    pub fn add(&mut self, service: &str, at_ms: u64, delta: Outcomes) {
+        if delta.is_zero() {
+            return;
+        }
+        let key = (service.to_owned(), bucket_start(at_ms));
+        self.totals.entry(key.clone()).or_default().add(delta);
+        self.dirty.insert(key);
+    }
+
+    /// Adds a total read back from the store (a previous run's share).
+    pub fn seed(&mut self, service: &str, start_ms: u64, stored: Outcomes) {
+        let key = (service.to_owned(), start_ms);
+        self.totals.entry(key).or_default().add(stored);
+    }
+
+    /// Up to `max` changed buckets with their totals, oldest first.
+    pub fn changed(&self, max: usize) -> Vec<((String, u64), Outcomes)> {
+        self.dirty
+            .iter()
+            .take(max)
+            .map(|key| (key.clone(), self.totals[key]))
+            .collect()
+    }
+
+    /// Marks `written` as stored and forgets buckets before the one holding
+    /// `now_ms` that are stored (a bucket ends when its minute does). Holds
+    /// at most [`BUCKETS_HELD_MAX`] unwritten buckets, dropping the oldest.
+    pub fn written(&mut self, written: &[(String, u64)], now_ms: u64) {
+        for key in written {
+            self.dirty.remove(key);
+        }
+        let current = bucket_start(now_ms);
+        self.totals
+            .retain(|key, _| key.1 >= current || self.dirty.contains(key));
+        while self.dirty.len() > BUCKETS_HELD_MAX {
+            let oldest = self
+                .dirty
+                .iter()
+                .min_by_key(|k| k.1)
+                .cloned()
+                .expect("non-empty");
+            self.dirty.remove(&oldest);
+            self.totals.remove(&oldest);
+        }
+    }
+}
+
+/// How the requests of each cluster are counted, from the gateway config:
+/// the HTTP listeners dedicated to it, or (empty) its backends.
+fn dedicated_listeners(config: &nines_gateway::Config) -> HashMap<String, Vec<String>> {
+    let mut routes_to: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut shared: HashSet<String> = HashSet::new();
+    for listener in &config.listeners {
+        let clusters: BTreeSet<String> = listener
+            .route
+            .iter()
+            .map(|r| r.cluster.get_ref().clone())
+            .chain(listener.cluster.iter().map(|c| c.get_ref().clone()))
+            .collect();
+        let dedicated = listener.protocol == Protocol::Http && clusters.len() == 1;
+        for cluster in &clusters {
+            if dedicated {
+                routes_to
+                    .entry(cluster.clone())
+                    .or_default()
+                    .insert(listener.name.get_ref().clone());
+            } else {
+                shared.insert(cluster.clone());
+            }
+        }
+    }
+    routes_to
+        .into_iter()
+        .filter(|(cluster, _)| !shared.contains(cluster))
+        .map(|(cluster, listeners)| (cluster, listeners.into_iter().collect()))
+        .collect()
+}
+
+/// The running reporter. [`GatewayReporter::stop`] (or dropping it) ends the
+/// task after a last publish and revokes the status lease.
+pub struct GatewayReporter {
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for GatewayReporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayReporter").finish_non_exhaustive()
+    }
+}
+
+impl GatewayReporter {
+    /// Ends the task and waits (bounded) for its last publish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(3 * FINAL_PUBLISH_TIMEOUT, task).await;
+        }
+    }
+}
+
+impl Drop for GatewayReporter {
+    fn drop(&mut self) {
+        // The task sees the closed channel, publishes once more and ends.
+        drop(self.stop.take());
+    }
+}
+
+/// Starts reporting `gateway` under `name` every [`PUBLISH_PERIOD`].
+/// `config` is the gateway's config: it says which listeners serve which
+/// cluster (clusters added by a later reload are counted by their backends).
+/// Must be called inside a tokio runtime.
+pub fn spawn(
+    registry: Registry,
+    gateway: Gateway,
+    name: &str,
+    config: &nines_gateway::Config,
+) -> GatewayReporter {
+    let (stop, stopped) = oneshot::channel();
+    let reporter = Reporter {
+        registry,
+        gateway,
+        name: key_name(name),
+        listeners: dedicated_listeners(config),
+        deltas: DeltaTracker::default(),
+        buckets: Buckets::default(),
+        cluster_totals: HashMap::new(),
+        lease: None,
+        services_indexed: HashSet::new(),
+        started_bucket: bucket_start(now_ms()),
+        seeded: HashSet::new(),
+        periods: 0,
+        failing: false,
+    };
+    GatewayReporter {
+        stop: Some(stop),
+        task: Some(tokio::spawn(reporter.run(stopped))),
+    }
+}
+
+/// A lease kept alive with one stream.
+struct Lease {
+    id: i64,
+    keeper: LeaseKeeper,
+    stream: LeaseKeepAliveStream,
+}
+
+struct Reporter {
+    registry: Registry,
+    gateway: Gateway,
+    name: String,
+    listeners: HashMap<String, Vec<String>>,
+    deltas: DeltaTracker,
+    buckets: Buckets,
+    /// Requests counted per cluster since the reporter started (status).
+    cluster_totals: HashMap<String, Outcomes>,
+    lease: Option<Lease>,
+    services_indexed: HashSet<String>,
+    started_bucket: u64,
+    seeded: HashSet<(String, u64)>,
+    periods: u64,
+    /// Whether the last publish failed (for logging once per outage).
+    failing: bool,
+}
+
+/// Why one publish failed.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("store: {0}")]
+    Store(#[from] etcd_client::Error),
+    #[error("the status lease was not renewed")]
+    LeaseLost,
+    #[error("publish timed out")]
+    Timeout,
+}
+
+impl Reporter {
+    async fn run(mut self, mut stopped: oneshot::Receiver<()>) {
+        let mut tick = tokio::time::interval(PUBLISH_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = &mut stopped => break,
+            }
+            self.publish_logged().await;
+        }
+        // The last counts; at a process's shutdown the store may be gone
+        // already, which is no news worth a warning.
+        match tokio::time::timeout(FINAL_PUBLISH_TIMEOUT, self.publish()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "last gateway report not published"),
+            Err(_) => tracing::debug!("last gateway report timed out"),
+        }
+        if let Some(lease) = self.lease.take() {
+            let _ = tokio::time::timeout(
+                FINAL_PUBLISH_TIMEOUT,
+                self.registry.client().lease_revoke(lease.id),
+            )
+            .await;
+        }
+    }
+
+    async fn publish_logged(&mut self) {
+        let result = match tokio::time::timeout(PUBLISH_TIMEOUT, self.publish()).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Timeout),
+        };
+        match result {
+            Ok(()) if self.failing => {
+                self.failing = false;
+                tracing::info!(gateway = self.name, "gateway report published again");
+            }
+            Ok(()) => {}
+            Err(error) => {
+                // Warn once per outage; a store that is down for long would
+                // otherwise fill the log every period.
+                if !self.failing {
+                    tracing::warn!(%error, gateway = self.name, "gateway report not published");
+                } else {
+                    tracing::debug!(%error, gateway = self.name, "gateway report not published");
+                }
+                self.failing = true;
+                // A new lease is taken next time; the old one expires on its own.
+                self.lease = None;
+            }
+        }
+    }
+
+    /// Samples the counters, then writes status and buckets in one txn.
+    async fn publish(&mut self) -> Result<(), PublishError> {
+        let now = now_ms();
+        let status = self.sample(now).await;
+        let lease = self.renew_lease().await?;
+        self.seed_restart_buckets().await?;
+        let mut ops = vec![TxnOp::put(
+            format!("{GATEWAYS}{}", self.name),
+            serde_json::to_vec(&status).expect("status always serializes"),
+            Some(PutOptions::new().with_lease(lease)),
+        )];
+        let mut services: BTreeSet<String> = BTreeSet::new();
+        let changed = self.buckets.changed(TXN_OPS_MAX / 2);
+        for ((service, start), total) in &changed {
+            services.insert(service.clone());
+            ops.push(TxnOp::put(
+                bucket_key(service, *start, &self.name),
+                serde_json::to_vec(total).expect("outcomes always serialize"),
+                None,
+            ));
+        }
+        let new_services: Vec<String> = services
+            .into_iter()
+            .filter(|s| !self.services_indexed.contains(s))
+            .collect();
+        for service in &new_services {
+            ops.push(TxnOp::put(format!("{REQUEST_SERVICES}{service}"), "", None));
+        }
+        let sweep = self.periods.is_multiple_of(SWEEP_PERIODS);
+        if sweep {
+            let cutoff = bucket_start(now.saturating_sub(RETENTION_MS));
+            for service in self.services_indexed.iter().chain(&new_services) {
+                if ops.len() >= TXN_OPS_MAX {
+                    break;
+                }
+                let from = format!("{REQUESTS}{service}/");
+                let to = format!("{REQUESTS}{service}/{cutoff:020}");
+                ops.push(TxnOp::delete(
+                    from,
+                    Some(DeleteOptions::new().with_range(to)),
+                ));
+            }
+        }
+        self.registry.client().txn(Txn::new().and_then(ops)).await?;
+        self.periods += 1;
+        self.services_indexed.extend(new_services);
+        let written: Vec<(String, u64)> = changed.into_iter().map(|(key, _)| key).collect();
+        self.buckets.written(&written, now);
+        Ok(())
+    }
+
+    /// Reads the gateway's counters into buckets; returns the status value.
+    async fn sample(&mut self, now: u64) -> Value {
+        let mut snapshot = self.gateway.backends_json().await;
+        let mut clusters = match snapshot.get_mut("clusters").map(Value::take) {
+            Some(Value::Array(clusters)) => clusters,
+            _ => Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        for entry in &mut clusters {
+            let Some(name) = entry.get("name").and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            let Some(cluster) = self.gateway.cluster(&name).await else {
+                continue;
+            };
+            let service = key_name(cluster.config.service.as_deref().unwrap_or(&name));
+            let mut delta = Outcomes::default();
+            let accounting = match self.listeners.get(&name) {
+                Some(listeners) => {
+                    for listener in listeners {
+                        let metrics = self.gateway.metrics().listener(listener);
+                        // Failures first: a request is counted before its
+                        // answer, so this order never sees more failed
+                        // than requests.
+                        let failed = metrics.responses()[4];
+                        let unrouted = metrics.unrouted.load(std::sync::atomic::Ordering::Relaxed);
+                        let requests = metrics.requests().saturating_sub(unrouted);
+                        let source = format!("listener/{listener}");
+                        delta.add(self.deltas.delta(&source, Outcomes { requests, failed }));
+                        seen.insert(source);
+                    }
+                    "listener"
+                }
+                None => {
+                    for backend in cluster.set.load().backends.iter() {
+                        let load = |v: &std::sync::atomic::AtomicU64| {
+                            v.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        let failed = load(&backend.counters.failures)
+                            + load(&backend.counters.responses_5xx);
+                        let requests = backend.counters.requests.get();
+                        let source = format!("backend/{name}/{}", backend.addr);
+                        delta.add(self.deltas.delta(&source, Outcomes { requests, failed }));
+                        seen.insert(source);
+                    }
+                    "backend"
+                }
+            };
+            self.buckets.add(&service, now, delta);
+            let total = self.cluster_totals.entry(name.clone()).or_default();
+            total.add(delta);
+            if let Value::Object(fields) = entry {
+                fields.insert("service".into(), json!(service));
+                fields.insert("accounting".into(), json!(accounting));
+                fields.insert("requests".into(), json!(total.requests));
+                fields.insert("failed".into(), json!(total.failed));
+            }
+        }
+        self.deltas.bound(&seen);
+        json!({"name": self.name, "updated_ms": now, "clusters": clusters})
+    }
+
+    /// The status lease, renewed (or granted anew).
+    async fn renew_lease(&mut self) -> Result<i64, PublishError> {
+        if let Some(lease) = self.lease.as_mut() {
+            lease.keeper.keep_alive().await?;
+            match lease.stream.message().await? {
+                Some(answer) if answer.ttl() > 0 => return Ok(lease.id),
+                _ => {
+                    self.lease = None;
+                    return Err(PublishError::LeaseLost);
+                }
+            }
+        }
+        let mut client = self.registry.client();
+        let granted = client.lease_grant(STATUS_LEASE_TTL_SECS, None).await?;
+        let (keeper, stream) = client.lease_keep_alive(granted.id()).await?;
+        self.lease = Some(Lease {
+            id: granted.id(),
+            keeper,
+            stream,
+        });
+        Ok(granted.id())
+    }
+
+    /// Adds what a previous run of this gateway stored for the buckets this
+    /// run started in, before they are rewritten.
+    async fn seed_restart_buckets(&mut self) -> Result<(), PublishError> {
+        let pending: Vec<(String, u64)> = self
+            .buckets
+            .changed(TXN_OPS_MAX / 2)
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| key.1 <= self.started_bucket && !self.seeded.contains(key))
+            .collect();
+        for (service, start) in pending {
+            let key = bucket_key(&service, start, &self.name);
+            let response = self.registry.client().get(key, None).await?;
+            if let Some(stored) = response
+                .kvs()
+                .first()
+                .and_then(|kv| serde_json::from_slice::<Outcomes>(kv.value()).ok())
+            {
+                self.buckets.seed(&service, start, stored);
+            }
+            self.seeded.insert((service, start));
+        }
+        Ok(())
+    }
+}
+
+/// The buckets of `service` (all gateways summed) starting at or after
+/// `from_ms`, oldest first, read page by page at one revision.
+pub async fn fetch_buckets(
+    registry: &Registry,
+    service: &str,
+    from_ms: u64,
+) -> Result<Vec<(u64, Outcomes)>, etcd_client::Error> {
+    const PAGE_KEYS: i64 = 10_000;
+    let prefix = format!("{REQUESTS}{service}/");
+    let range_end = prefix_end(&prefix);
+    let mut from = format!("{prefix}{:020}", bucket_start(from_ms)).into_bytes();
+    let mut revision = 0;
+    let mut sums: BTreeMap<u64, Outcomes> = BTreeMap::new();
+    let mut client = registry.client();
+    // Bounded: 30 days of minutes for 1000 gateways is 4 320 pages.
+    for _ in 0..10_000 {
+        let mut options = GetOptions::new()
+            .with_range(range_end.clone())
+            .with_limit(PAGE_KEYS);
+        if revision != 0 {
+            options = options.with_revision(revision);
+        }
+        let response = client.get(from.clone(), Some(options)).await?;
+        if revision == 0 {
+            revision = response.header().map_or(0, |h| h.revision());
+        }
+        for kv in response.kvs() {
+            let Ok(key) = kv.key_str() else { continue };
+            let start = key
+                .strip_prefix(prefix.as_str())
+                .and_then(|rest| rest.split('/').next())
+                .and_then(|digits| digits.parse::<u64>().ok());
+            let outcomes = serde_json::from_slice::<Outcomes>(kv.value());
+            if let (Some(start), Ok(outcomes)) = (start, outcomes) {
+                sums.entry(start).or_default().add(outcomes);
+            }
+        }
+        match response.kvs().last() {
+            Some(last) if response.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok(sums.into_iter().collect())
+}
+
+/// Every service that ever had gateway traffic, by name.
+pub async fn fetch_request_services(
+    registry: &Registry,
+) -> Result<Vec<String>, etcd_client::Error> {
+    let response = registry
+        .client()
+        .get(
+            REQUEST_SERVICES,
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok())
+        .filter_map(|k| k.strip_prefix(REQUEST_SERVICES))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Every live gateway's status, by name.
+pub async fn fetch_gateways(registry: &Registry) -> Result<Vec<Value>, etcd_client::Error> {
+    let response = registry
+        .client()
+        .get(
+            GATEWAYS,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_limit(GATEWAYS_LISTED_MAX),
+            ),
+        )
+        .await?;
+    Ok(response
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
+}
+
+/// The HTTP route `GET /v1/gateways`: `{"gateways": [{"name",
+/// "updated_ms", "clusters"}]}`.
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route("/v1/gateways", get(list_gateways))
+        .with_state(registry)
+}
+
+async fn list_gateways(State(registry): State<Registry>) -> Response {
+    match fetch_gateways(&registry).await {
+        Ok(gateways) => Json(json!({ "gateways": gateways })).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": "unavailable", "message": e.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(requests: u64, failed: u64) -> Outcomes {
+        Outcomes { requests, failed }
+    }
+
+    #[test]
+    fn deltas_follow_a_counter_and_survive_its_reset() {
+        let mut d = DeltaTracker::default();
+        assert_eq!(
+            d.delta("a", o(10, 1)),
+            o(10, 1),
+            "first sight counts from zero"
+        );
+        assert_eq!(d.delta("a", o(15, 1)), o(5, 0));
+        assert_eq!(d.delta("a", o(15, 1)), o(0, 0));
+        // The process restarted: the counter starts over at 3.
+        assert_eq!(d.delta("a", o(3, 2)), o(3, 2));
+        assert_eq!(d.delta("a", o(4, 2)), o(1, 0));
+        // Only failures went down (a rebuilt backend): also a reset.
+        d.delta("b", o(100, 50));
+        assert_eq!(d.delta("b", o(120, 0)), o(120, 0));
+        // Sources are independent.
+        assert_eq!(d.delta("c", o(7, 7)), o(7, 7));
+    }
+
+    #[test]
+    fn a_vanished_source_that_returns_is_not_counted_twice() {
+        let mut d = DeltaTracker::default();
+        d.delta("backend/web/127.0.0.1:1", o(40, 4));
+        d.bound(&HashSet::new());
+        assert_eq!(d.delta("backend/web/127.0.0.1:1", o(41, 4)), o(1, 0));
+    }
+
+    #[test]
+    fn buckets_hold_a_minute_total_and_forget_written_past_minutes() {
+        let mut b = Buckets::default();
+        let m = 1_000 * BUCKET_MS;
+        b.add("web", m + 10, o(5, 1));
+        b.add("web", m + 59_999, o(2, 0));
+        b.add("web", m + BUCKET_MS, o(1, 1));
+        b.add("api", m + 5, o(0, 0));
+        let changed = b.changed(10);
+        assert_eq!(
+            changed,
+            [
+                (("web".to_owned(), m), o(7, 1)),
+                (("web".to_owned(), m + BUCKET_MS), o(1, 1))
+            ]
+        );
+        // Both written during the second minute: the first is done, the
+        // second keeps accumulating its total.
+        let keys: Vec<_> = changed.into_iter().map(|(k, _)| k).collect();
+        b.written(&keys, m + BUCKET_MS + 1);
+        assert!(b.changed(10).is_empty());
+        b.add("web", m + BUCKET_MS + 2, o(3, 0));
+        assert_eq!(
+            b.changed(10),
+            [(("web".to_owned(), m + BUCKET_MS), o(4, 1))]
+        );
+        // A restart's first minute adds what the previous run stored.
+        b.seed("web", m + BUCKET_MS, o(10, 10));
+        assert_eq!(b.changed(10)[0].1, o(14, 11));
+    }
+
+    #[test]
+    fn unwritten_buckets_stay_until_written() {
+        let mut b = Buckets::default();
+        b.add("web", 0, o(1, 0));
+        b.written(&[], 10 * BUCKET_MS);
+        assert_eq!(b.changed(10), [(("web".to_owned(), 0), o(1, 0))]);
+    }
+
+    #[test]
+    fn names_in_keys_are_safe_and_bucket_keys_sort_by_time() {
+        assert_eq!(key_name("web-1.svc_a"), "web-1.svc_a");
+        assert_eq!(key_name("a/b c"), "a_b_c");
+        assert_eq!(key_name(""), "_");
+        assert!(bucket_key("web", 999, "g") < bucket_key("web", 1000, "g"));
+        assert_eq!(bucket_start(2 * BUCKET_MS + 5), 2 * BUCKET_MS);
+    }
+
+    #[test]
+    fn only_listeners_that_serve_one_cluster_alone_count_it() {
+        let text = r#"
+[[listener]]
+name = "web"
+bind = "127.0.0.1:0"
+protocol = "http"
+cluster = "web"
+
+[[listener]]
+name = "mixed"
+bind = "127.0.0.1:0"
+protocol = "http"
+cluster = "api"
+[[listener.route]]
+path_prefix = "/x"
+cluster = "other"
+
+[[listener]]
+name = "api"
+bind = "127.0.0.1:0"
+protocol = "http"
+cluster = "api"
+
+[[cluster]]
+name = "web"
+backends = [{ addr = "127.0.0.1:1" }]
+
+[[cluster]]
+name = "api"
+backends = [{ addr = "127.0.0.1:2" }]
+
+[[cluster]]
+name = "other"
+backends = [{ addr = "127.0.0.1:3" }]
+"#;
+        let config = nines_gateway::Config::parse(std::path::Path::new("t.toml"), text)
+            .expect("valid config");
+        let dedicated = dedicated_listeners(&config);
+        assert_eq!(dedicated.get("web"), Some(&vec!["web".to_owned()]));
+        assert_eq!(dedicated.get("api"), None, "also behind a shared listener");
+        assert_eq!(dedicated.get("other"), None);
+    }
+}
