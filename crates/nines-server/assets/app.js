@@ -1,6 +1,7 @@
-// The nines dashboard: polls /v1/dashboard every second, /v1/services every
-// two seconds and /v1/availability every three, and draws them with
-// textContent only (names and service data never become markup).
+// The nines dashboard: polls /v1/dashboard every second, /v1/services and
+// /v1/gateways every two seconds, /v1/availability every three and
+// /v1/backups every five, and draws them with textContent only (names and
+// service data never become markup).
 "use strict";
 
 const POLL_MS = 1000;
@@ -210,7 +211,214 @@ function drawAvailability(res) {
   box.replaceChildren(table);
 }
 
-// Three independent loops, so a slow answer in one panel (a registry read
+// Gateways from /v1/gateways: `{"gateways": [{"name", "updated_ms",
+// "clusters": [{"name", "balance", "backends": [...]}]}]}`, each as the
+// gateway last published it. Requests per second are computed here: the
+// difference of a backend's request counter between two reports, over the
+// time between them (the reports' own `updated_ms`, so a report seen twice
+// keeps its rate instead of dropping to zero).
+const GATEWAYS_EVERY = 2;
+const GATEWAY_STALE_MS = 10000;
+const counters = new Map();
+
+function rateOf(key, requests, at) {
+  const before = counters.get(key);
+  if (before && before.at === at) return before.rate;
+  let rate = null;
+  // A counter that went down started over (a restarted gateway): no rate
+  // until the next report.
+  if (before && at > before.at && requests >= before.requests) {
+    rate = (requests - before.requests) * 1000 / (at - before.at);
+  }
+  counters.set(key, { requests, at, rate });
+  return rate;
+}
+
+function perSecond(v) { return v === null || v === undefined ? "–" : v.toFixed(v < 10 ? 1 : 0); }
+
+function latency(us) {
+  if (us === null || us === undefined) return "–";
+  return us >= 1000 ? (us / 1000).toFixed(1) + " ms" : us + " µs";
+}
+
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  return s < 60 ? s + " s ago" : Math.round(s / 60) + " min ago";
+}
+
+function drawGatewayCluster(gateway, c, at, seen) {
+  const div = el("div", null, "cluster");
+  div.dataset.name = c.name;
+  const backends = Array.isArray(c.backends) ? c.backends : [];
+  const rows = backends.map((b) => {
+    const key = gateway + "/" + c.name + "/" + b.addr;
+    seen.add(key);
+    return { b, rate: rateOf(key, b.requests || 0, at) };
+  });
+  const up = backends.filter((b) => b.state === "up").length;
+  const rates = rows.map((r) => r.rate).filter((r) => r !== null);
+  const total = rates.length ? rates.reduce((a, r) => a + r, 0) : null;
+  const head = el("div", null, "cluster-head");
+  head.appendChild(el("strong", c.name, "cluster-name"));
+  head.appendChild(el("span", "  " + (c.balance || "") + "  ·  " + up + "/" + backends.length + " up  ·  " + perSecond(total) + " req/s",
+    up > 0 ? "health-ok" : "health-bad"));
+  div.appendChild(head);
+  if (!backends.length) {
+    div.appendChild(el("div", "no backend (service without healthy instances?)", "muted"));
+    return div;
+  }
+  const table = el("table", null, "backends");
+  const tr = el("tr");
+  for (const h of ["Backend", "State", "Req/s", "Latency (EWMA)", "Errors", "Active", "Ejections", "Requests"]) tr.appendChild(el("th", h));
+  const thead = el("thead"); thead.appendChild(tr); table.appendChild(thead);
+  const tbody = el("tbody");
+  for (const { b, rate } of rows) {
+    const row = el("tr", null, "backend");
+    row.dataset.addr = b.addr;
+    row.appendChild(el("td", b.addr, "backend-addr"));
+    row.appendChild(el("td", b.state, "backend-state state-" + b.state));
+    row.appendChild(el("td", perSecond(rate), "num rate"));
+    row.appendChild(el("td", latency(b.ewma_latency_us), "num"));
+    const errors = (b.failures || 0) + (b.responses_5xx || 0);
+    row.appendChild(el("td", errors, errors ? "num health-bad" : "num"));
+    row.appendChild(el("td", dash(b.active), "num"));
+    row.appendChild(el("td", dash(b.ejections), "num"));
+    row.appendChild(el("td", dash(b.requests), "num requests"));
+    tbody.appendChild(row);
+  }
+  table.appendChild(tbody);
+  div.appendChild(table);
+  return div;
+}
+
+function drawGateways(res) {
+  const box = document.getElementById("gateways");
+  const note = (text) => { box.className = "muted"; box.replaceChildren(el("span", text)); };
+  if (res.status === 404) return note("no gateway reports on this member");
+  if (res.status !== 200 || !res.body) return note(res.status ? "gateways answered " + res.status : "gateways not reachable");
+  const gateways = Array.isArray(res.body.gateways) ? res.body.gateways : [];
+  if (!gateways.length) return note("no gateway reporting (nines gateway --config FILE, or nines playground)");
+  const seen = new Set();
+  const parts = gateways.map((g) => {
+    const div = el("div", null, "gateway");
+    div.dataset.name = g.name;
+    const head = el("div", null, "gateway-head");
+    head.appendChild(el("strong", g.name, "gateway-name"));
+    if (g.updated_ms) {
+      const stale = Date.now() - g.updated_ms > GATEWAY_STALE_MS;
+      head.appendChild(el("span", "reported " + ago(g.updated_ms) + (stale ? " (stale)" : ""), stale ? "stale-note" : "muted"));
+    }
+    div.appendChild(head);
+    const at = g.updated_ms || Date.now();
+    for (const c of (Array.isArray(g.clusters) ? g.clusters : [])) div.appendChild(drawGatewayCluster(g.name, c, at, seen));
+    return div;
+  });
+  for (const key of Array.from(counters.keys())) if (!seen.has(key)) counters.delete(key);
+  box.className = "";
+  box.replaceChildren(...parts);
+}
+
+// Backups from /v1/backups: `{"repositories": [{"repository", "chain":
+// [{"id", "kind", "parent", "finished_ms", "bytes", "revision"}],
+// "last_run": {"at_ms", "ok", "error", "duration_ms", "kind"}}]}`. A member
+// that runs scheduled backups answers with its scheduler's view (`repo`,
+// `last`, `backups`), read here into the same form.
+const BACKUPS_EVERY = 5;
+const CHAIN_SHOWN_MAX = 40;
+const SETS_LISTED_MAX = 6;
+const KIND_NAMES = { full: "full", diff: "differential", differential: "differential", incr: "incremental", incremental: "incremental" };
+const KIND_LETTERS = { full: "F", differential: "D", incremental: "I" };
+
+function schedulerView(body) {
+  const last = body.last;
+  return [{
+    repository: body.repo,
+    chain: body.backups.map((b) => ({
+      id: b.id, kind: b.kind, parent: b.parent, bytes: b.bytes, revision: b.end_revision,
+      finished_ms: b.finished_unix_secs ? b.finished_unix_secs * 1000 : null,
+    })),
+    last_run: last ? {
+      at_ms: last.started_unix_secs * 1000, ok: last.ok, error: last.error, kind: last.kind,
+      duration_ms: Math.round((last.duration_secs || 0) * 1000),
+    } : null,
+  }];
+}
+
+function repositories(body) {
+  if (body && Array.isArray(body.repositories)) return body.repositories;
+  if (body && Array.isArray(body.backups)) return schedulerView(body);
+  return [];
+}
+
+function drawChain(chain) {
+  const sets = chain.slice().sort((a, b) => (a.finished_ms || 0) - (b.finished_ms || 0)).slice(-CHAIN_SHOWN_MAX);
+  const div = el("div", null, "chain");
+  sets.forEach((s, i) => {
+    const kind = KIND_NAMES[s.kind] || s.kind;
+    if (kind === "full" && i > 0) div.appendChild(el("span", null, "gap"));
+    const chip = el("span", KIND_LETTERS[kind] || "?", "set " + kind);
+    chip.title = s.id + " (" + kind + (s.parent ? ", on " + s.parent : "") + ")";
+    div.appendChild(chip);
+  });
+  return div;
+}
+
+function drawLastRun(run) {
+  if (!run) return el("div", "no run recorded", "muted last-run");
+  const div = el("div", null, "last-run");
+  div.appendChild(el("span", "Last run: "));
+  div.appendChild(el("span", run.ok ? "ok" : "failed", run.ok ? "health-ok" : "health-bad"));
+  const when = run.at_ms ? new Date(run.at_ms).toLocaleTimeString() : "–";
+  div.appendChild(el("span", "  " + (KIND_NAMES[run.kind] || run.kind || "") + "  at " + when + "  in " + dash(run.duration_ms) + " ms", "muted"));
+  if (run.error) div.appendChild(el("div", run.error, "health-bad"));
+  return div;
+}
+
+function drawRepository(r) {
+  const div = el("div", null, "repository");
+  div.dataset.repository = r.repository;
+  div.appendChild(el("div", r.repository, "repository-name muted"));
+  const chain = Array.isArray(r.chain) ? r.chain : [];
+  if (!chain.length) {
+    div.appendChild(el("div", "no backup yet: nines backup create --kind full --repo " + r.repository, "muted"));
+  } else {
+    div.appendChild(drawChain(chain));
+    const table = el("table", null, "sets");
+    const tr = el("tr");
+    for (const h of ["Set", "Kind", "Finished", "Size", "Revision"]) tr.appendChild(el("th", h));
+    const thead = el("thead"); thead.appendChild(tr); table.appendChild(thead);
+    const tbody = el("tbody");
+    const newest = chain.slice().sort((a, b) => (b.finished_ms || 0) - (a.finished_ms || 0)).slice(0, SETS_LISTED_MAX);
+    for (const s of newest) {
+      const row = el("tr", null, "set-row");
+      row.dataset.id = s.id;
+      row.appendChild(el("td", s.id));
+      row.appendChild(el("td", KIND_NAMES[s.kind] || s.kind));
+      row.appendChild(el("td", s.finished_ms ? new Date(s.finished_ms).toLocaleString() : "–"));
+      row.appendChild(el("td", bytes(s.bytes), "num"));
+      row.appendChild(el("td", dash(s.revision), "num"));
+      tbody.appendChild(row);
+    }
+    table.appendChild(tbody);
+    div.appendChild(table);
+  }
+  div.appendChild(drawLastRun(r.last_run));
+  return div;
+}
+
+function drawBackups(res) {
+  const box = document.getElementById("backups");
+  const note = (text) => { box.className = "muted"; box.replaceChildren(el("span", text)); };
+  const hint = "no backup yet: nines backup create --kind full --repo DIR";
+  if (res.status === 404) return note(hint + " (members with --backup-repo DIR take them on a schedule)");
+  if (res.status !== 200 || !res.body) return note(res.status ? "backups answered " + res.status : "backups not reachable");
+  const repos = repositories(res.body);
+  if (!repos.length) return note(hint);
+  box.className = "";
+  box.replaceChildren(...repos.map(drawRepository));
+}
+
+// Independent loops, so a slow answer in one panel (a registry read
 // waits for a leader during an election) never delays the cluster view.
 function every(ms, step) {
   const run = async () => {
@@ -257,10 +465,28 @@ async function pollAvailability() {
   }
 }
 
+async function pollGateways() {
+  try {
+    drawGateways(await getJson("/v1/gateways"));
+  } catch (e) {
+    drawGateways({ status: 0, body: null });
+  }
+}
+
+async function pollBackups() {
+  try {
+    drawBackups(await getJson("/v1/backups"));
+  } catch (e) {
+    drawBackups({ status: 0, body: null });
+  }
+}
+
 function start() {
   every(POLL_MS, pollCluster);
   every(POLL_MS * SERVICES_EVERY, pollServices);
+  every(POLL_MS * GATEWAYS_EVERY, pollGateways);
   every(POLL_MS * AVAILABILITY_EVERY, pollAvailability);
+  every(POLL_MS * BACKUPS_EVERY, pollBackups);
 }
 
 start();

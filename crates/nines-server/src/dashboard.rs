@@ -6,6 +6,14 @@
 //! status` makes), asked concurrently with a short deadline, so a dead
 //! member shows as unreachable instead of stalling the page. It reads; it
 //! never proposes anything to Raft.
+//!
+//! The page's other panels read routes that other crates add to the same
+//! HTTP server through [`crate::Extensions`]: the registry's `/v1/services`
+//! and `/v1/availability`, the gateways' published status at `/v1/gateways`
+//! (requests per second are computed in the page from the counters' deltas
+//! between two reports) and `/v1/backups` (the chain of sets and the last
+//! run). Each panel says so when its route is absent (404) or its list is
+//! empty, so a member without a registry or backups still serves the page.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

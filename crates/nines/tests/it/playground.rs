@@ -1,8 +1,12 @@
-//! `nines playground` brings up a cluster that etcdctl can use, prints the
-//! fixed lines, and leaves no process behind when interrupted.
+//! `nines playground` brings up a cluster that etcdctl can use and a demo
+//! service behind its gateway, prints the fixed lines, keeps the demo
+//! answering 200 when a backend is killed, and leaves no process behind
+//! (members and demo backends) when interrupted.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -31,14 +35,76 @@ fn alive(pid: u32) -> bool {
     }
 }
 
+/// Kills (by PID) every process the test saw, should it fail half-way; a
+/// passing run has stopped them all already.
+struct Reaper(Vec<u32>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if alive(*pid) {
+                let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// What the playground prints before it settles down.
+#[derive(Default)]
+struct Printed {
+    endpoints: String,
+    dashboard: String,
+    /// The demo listener's address (host:port).
+    demo: String,
+    /// Demo backends: (id, pid).
+    backends: Vec<(String, u32)>,
+}
+
+/// Reads the startup lines up to the last one (`Ctrl-C stops ...`).
+fn read_startup(lines: &Receiver<String>) -> Printed {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut p = Printed::default();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("playground prints its startup lines");
+        if line.starts_with("Ctrl-C") {
+            return p;
+        }
+        if let Some(e) = line.strip_prefix("endpoints: ") {
+            p.endpoints = e.to_owned();
+        }
+        if let Some(d) = line.strip_prefix("dashboard: ") {
+            p.dashboard = d.to_owned();
+        }
+        if let Some(rest) = line.strip_prefix("demo: http://") {
+            p.demo = rest.split('/').next().unwrap_or_default().to_owned();
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [id, _addr, "pid", pid] = words[..] {
+            if id.starts_with("demo-") {
+                p.backends
+                    .push((id.to_owned(), pid.parse().expect("a numeric pid")));
+            }
+        }
+    }
+}
+
+/// One GET to `addr`: (status, body).
+fn get(rt: &tokio::runtime::Runtime, addr: &str) -> Option<(u16, String)> {
+    rt.block_on(nines_testkit::http_get(addr, "/"))
+}
+
 #[test]
-fn playground_serves_etcdctl_and_ctrl_c_leaves_nothing() {
+fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
     let mut child = Command::new(exe())
         .arg("playground")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("playground starts");
+    let mut reaper = Reaper(vec![child.id()]);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -48,33 +114,74 @@ fn playground_serves_etcdctl_and_ctrl_c_leaves_nothing() {
             }
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut endpoints = None;
-    let mut dashboard = None;
-    while endpoints.is_none() || dashboard.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("playground prints endpoints and dashboard");
-        if let Some(e) = line.strip_prefix("endpoints: ") {
-            endpoints = Some(e.to_string());
-        }
-        if let Some(d) = line.strip_prefix("dashboard: ") {
-            dashboard = Some(d.to_string());
-        }
-    }
-    let endpoints = endpoints.expect("endpoints");
-    assert_eq!(endpoints.split(',').count(), 3, "{endpoints}");
-    assert!(dashboard
-        .expect("dashboard")
-        .starts_with("http://127.0.0.1:"));
-    let put = etcdctl(&endpoints, &["put", "hello", "world"], None);
-    assert_eq!(put.stdout.trim(), "OK", "{}", put.stderr);
-    let get = etcdctl(&endpoints, &["get", "hello", "--print-value-only"], None);
-    assert_eq!(get.stdout.trim(), "world");
+    let printed = read_startup(&rx);
+    assert_eq!(
+        printed.endpoints.split(',').count(),
+        3,
+        "{}",
+        printed.endpoints
+    );
+    assert!(printed.dashboard.starts_with("http://127.0.0.1:"));
+    assert!(
+        printed.demo.starts_with("127.0.0.1:"),
+        "demo: {}",
+        printed.demo
+    );
+    let ids: Vec<&str> = printed.backends.iter().map(|b| b.0.as_str()).collect();
+    assert_eq!(ids, ["demo-1", "demo-2", "demo-3"]);
 
-    let members = children_of(child.id());
-    assert_eq!(members.len(), 3, "three member processes: {members:?}");
+    let put = etcdctl(&printed.endpoints, &["put", "hello", "world"], None);
+    assert_eq!(put.stdout.trim(), "OK", "{}", put.stderr);
+    let get_hello = etcdctl(
+        &printed.endpoints,
+        &["get", "hello", "--print-value-only"],
+        None,
+    );
+    assert_eq!(get_hello.stdout.trim(), "world");
+
+    let members_and_backends = children_of(child.id());
+    reaper.0.extend(&members_and_backends);
+    assert_eq!(
+        members_and_backends.len(),
+        6,
+        "three members and three demo backends: {members_and_backends:?}"
+    );
+    for (id, pid) in &printed.backends {
+        assert!(
+            members_and_backends.contains(pid),
+            "{id} (pid {pid}) is a child of the playground"
+        );
+    }
+
+    // Through the gateway, the demo answers 200 from every backend in turn
+    // (round robin over the registry's healthy instances).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut answered = BTreeSet::new();
+    while answered.len() < ids.len() {
+        let (status, body) = get(&rt, &printed.demo).expect("the demo answers");
+        assert_eq!(status, 200, "demo: {body}");
+        assert!(ids.contains(&body.trim()), "answered by {body:?}");
+        answered.insert(body.trim().to_owned());
+        assert!(
+            Instant::now() < deadline,
+            "only {answered:?} answered through the gateway"
+        );
+    }
+
+    // A killed backend is hidden: every request still answers 200, from
+    // another backend.
+    let (killed, killed_pid) = &printed.backends[0];
+    kill(Pid::from_raw(*killed_pid as i32), Signal::SIGKILL).expect("kill -9 a backend");
+    for _ in 0..12 {
+        let (status, body) = get(&rt, &printed.demo).expect("the demo answers");
+        assert_eq!(status, 200, "demo after the kill: {body}");
+        assert_ne!(body.trim(), killed, "a dead backend cannot answer");
+    }
+
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -88,7 +195,10 @@ fn playground_serves_etcdctl_and_ctrl_c_leaves_nothing() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    for pid in members {
-        assert!(!alive(pid), "member process {pid} left behind");
+    for pid in members_and_backends {
+        assert!(!alive(pid), "process {pid} left behind");
+    }
+    for (id, pid) in &printed.backends {
+        assert!(!alive(*pid), "demo backend {id} (pid {pid}) left behind");
     }
 }
