@@ -138,6 +138,8 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
+    /// Name shown in the route's metrics; without one they show its match.
+    pub name: Option<String>,
     /// Host (without port), compared case-insensitively.
     pub host: Option<String>,
     /// The path must start with this.
@@ -152,6 +154,38 @@ pub struct RouteConfig {
     pub methods: Vec<String>,
     /// Target cluster.
     pub cluster: Spanned<String>,
+}
+
+impl RouteConfig {
+    /// How metrics name the route: its `name`, or else its matchers as
+    /// configured (`host=example.com path_prefix=/api`), or `*` when it has
+    /// none. Counters are kept across reloads by this label.
+    pub fn label(&self) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let mut parts = Vec::new();
+        if let Some(host) = &self.host {
+            parts.push(format!("host={host}"));
+        }
+        if let Some(path) = &self.path {
+            parts.push(format!("path={path}"));
+        }
+        if let Some(prefix) = &self.path_prefix {
+            parts.push(format!("path_prefix={prefix}"));
+        }
+        for (name, value) in &self.headers {
+            parts.push(format!("header:{name}={value}"));
+        }
+        if !self.methods.is_empty() {
+            parts.push(format!("method={}", self.methods.join("|")));
+        }
+        if parts.is_empty() {
+            "*".to_owned()
+        } else {
+            parts.join(" ")
+        }
+    }
 }
 
 /// Balancing algorithm of a cluster.
@@ -651,6 +685,32 @@ fall = 2
 attempts = 3
 on = ["connect-failure", "reset", "timeout"]
 "#;
+
+    #[test]
+    fn a_route_is_labelled_by_its_name_or_else_its_match() {
+        let text = format!(
+            "{SMALLEST}\n[[listener]]\nname = \"more\"\nbind = \"127.0.0.1:8090\"\nprotocol = \"http\"\n\
+             [[listener.route]]\nname = \"api\"\npath_prefix = \"/api\"\ncluster = \"web\"\n\
+             [[listener.route]]\nhost = \"example.com\"\npath = \"/x\"\nmethods = [\"GET\", \"HEAD\"]\n\
+             headers = {{ x-env = \"prod\" }}\ncluster = \"web\"\n\
+             [[listener.route]]\ncluster = \"web\"\n"
+        );
+        let config = Config::parse(Path::new("gw.toml"), &text).expect("valid");
+        let labels: Vec<String> = config.listeners[1]
+            .route
+            .iter()
+            .map(RouteConfig::label)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                "api",
+                "host=example.com path=/x header:x-env=prod method=GET|HEAD",
+                "*"
+            ]
+        );
+        assert_eq!(config.listeners[0].route[0].label(), "path_prefix=/");
+    }
 
     #[test]
     fn design_example_parses() {

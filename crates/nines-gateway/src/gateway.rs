@@ -25,7 +25,7 @@ use crate::access_log::AccessLog;
 use crate::backend::now_ms;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError, Protocol};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, DEFAULT_ROUTE_LABEL};
 use crate::proxy::{ListenerRuntime, Route, BODY_BYTES_MAX_DEFAULT};
 use crate::server::{
     bind, run_http_listener, run_tcp_listener, ConnectionTracker, HttpLimits, TcpRuntime,
@@ -279,14 +279,15 @@ impl Gateway {
                 .map(|c| Arc::clone(&clusters[c.get_ref()]));
             let slot = match listener.protocol {
                 Protocol::Http => {
-                    let routes = listener
-                        .route
-                        .iter()
-                        .map(|r| Route::new(r, Arc::clone(&clusters[r.cluster.get_ref()])));
+                    let routes = listener.route.iter().map(|r| {
+                        let stats = self.inner.metrics.route(&name, &r.label());
+                        Route::new(r, Arc::clone(&clusters[r.cluster.get_ref()]), stats)
+                    });
                     Slot::Http(Arc::new(ArcSwap::from_pointee(ListenerRuntime {
                         name: name.clone(),
                         routes: routes.collect(),
-                        default,
+                        default: default
+                            .map(|c| (c, self.inner.metrics.route(&name, DEFAULT_ROUTE_LABEL))),
                         body_bytes_max: listener.body_bytes_max.unwrap_or(BODY_BYTES_MAX_DEFAULT),
                         request_timeout: listener.request_timeout,
                         limits: http_limits(listener),

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod server;
 pub mod source;
+pub mod stream;
 pub mod worker;
 
 pub use config::{Config, ConfigError};

@@ -1,7 +1,8 @@
 //! Prometheus metrics. The data path only bumps plain atomics (per listener
 //! here, per backend in `backend`); a `prometheus-client` collector reads
 //! them at scrape time, so no lock or map lookup sits on the request path.
-//! Counters survive reloads: listeners keep theirs by name.
+//! Counters survive reloads: listeners keep theirs by name, routes by
+//! listener and route label (`RouteConfig::label`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,8 +47,21 @@ pub struct ListenerMetrics {
     /// TCP connections that found no backend to connect to.
     pub tcp_connect_failed: AtomicU64,
     /// The counters every request bumps, one shard per worker.
-    per_request: [RequestShard; COUNTER_SHARDS],
+    per_request: RequestStats,
 }
+
+/// Requests, responses by status class and the latency histogram of one
+/// listener or one route, sharded per worker. A route's are created when the
+/// config is loaded and held by the compiled route, so counting a request
+/// is an index and three atomic adds: no lock, no map lookup.
+#[derive(Debug, Default)]
+pub struct RequestStats {
+    shards: [RequestShard; COUNTER_SHARDS],
+}
+
+/// The route label of requests no configured route matched that went to
+/// the listener's `cluster`.
+pub const DEFAULT_ROUTE_LABEL: &str = "(default)";
 
 /// Shards of the per-request counters; workers beyond this share shards.
 pub const COUNTER_SHARDS: usize = POOL_SLOTS;
@@ -119,19 +133,19 @@ impl ShardedCounter {
     }
 }
 
-impl ListenerMetrics {
+impl RequestStats {
     fn shard(&self) -> &RequestShard {
-        &self.per_request[current() % COUNTER_SHARDS]
+        &self.shards[current() % COUNTER_SHARDS]
     }
 
-    /// Counts a request that reached the router.
+    /// Counts a request.
     pub fn count_request(&self) {
         self.shard().requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Requests that reached the router.
+    /// Requests counted.
     pub fn requests(&self) -> u64 {
-        self.per_request
+        self.shards
             .iter()
             .map(|s| s.requests.load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
@@ -140,7 +154,7 @@ impl ListenerMetrics {
     /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx.
     pub fn responses(&self) -> [u64; 5] {
         let mut total = [0u64; 5];
-        for shard in &self.per_request {
+        for shard in &self.shards {
             for (sum, count) in total.iter_mut().zip(&shard.responses) {
                 *sum = sum.wrapping_add(count.load(Ordering::Relaxed));
             }
@@ -172,10 +186,10 @@ impl ListenerMetrics {
     /// The latency histogram: (sum in seconds, count, per-bucket counts).
     /// The count is the buckets' total, so a scrape racing an observation
     /// stays consistent.
-    fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    pub fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
         let mut counts = [0u64; LATENCY_BUCKETS_SECONDS.len() + 1];
         let mut sum_nanos = 0u64;
-        for shard in &self.per_request {
+        for shard in &self.shards {
             for (total, bucket) in counts.iter_mut().zip(&shard.buckets) {
                 *total = total.wrapping_add(bucket.load(Ordering::Relaxed));
             }
@@ -192,10 +206,43 @@ impl ListenerMetrics {
     }
 }
 
+impl ListenerMetrics {
+    /// Counts a request that reached the router.
+    pub fn count_request(&self) {
+        self.per_request.count_request();
+    }
+
+    /// Requests that reached the router.
+    pub fn requests(&self) -> u64 {
+        self.per_request.requests()
+    }
+
+    /// Responses sent by class: 1xx, 2xx, 3xx, 4xx, 5xx.
+    pub fn responses(&self) -> [u64; 5] {
+        self.per_request.responses()
+    }
+
+    /// Counts a response status.
+    pub fn count_status(&self, status: u16) {
+        self.per_request.count_status(status);
+    }
+
+    /// Counts a response status and the time it took to answer.
+    pub fn observe(&self, status: u16, elapsed: std::time::Duration) {
+        self.per_request.observe(status, elapsed);
+    }
+
+    fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        self.per_request.latency()
+    }
+}
+
 /// Every metric source of a gateway.
 #[derive(Debug, Default)]
 pub struct Metrics {
     listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
+    /// Per route, keyed by (listener, route label).
+    routes: Mutex<BTreeMap<(String, String), Arc<RequestStats>>>,
     clusters: ArcSwap<Vec<Arc<Cluster>>>,
     /// Reloads applied.
     pub reloads: AtomicU64,
@@ -213,6 +260,17 @@ impl Metrics {
             .lock()
             .expect("metrics lock is never poisoned");
         Arc::clone(listeners.entry(name.to_owned()).or_default())
+    }
+
+    /// The counters of route `route` of listener `listener`, created on
+    /// first use and kept across reloads by these two names.
+    pub fn route(&self, listener: &str, route: &str) -> Arc<RequestStats> {
+        let mut routes = self.routes.lock().expect("metrics lock is never poisoned");
+        Arc::clone(
+            routes
+                .entry((listener.to_owned(), route.to_owned()))
+                .or_default(),
+        )
     }
 
     /// Publishes the current clusters for scraping.
@@ -392,6 +450,7 @@ impl Collector for Scrape {
                     .encode_histogram::<Labels>(sum, count, &buckets, None)?;
             }
         }
+        self.encode_routes(&mut encoder)?;
         self.encode_backends(&mut encoder)?;
         counter_family(
             &mut encoder,
@@ -410,6 +469,59 @@ impl Collector for Scrape {
 }
 
 impl Scrape {
+    fn encode_routes(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let routes: Vec<(Labels, Arc<RequestStats>)> = self
+            .0
+            .routes
+            .lock()
+            .expect("metrics lock is never poisoned")
+            .iter()
+            .map(|((listener, route), stats)| {
+                (
+                    vec![("listener", listener.clone()), ("route", route.clone())],
+                    Arc::clone(stats),
+                )
+            })
+            .collect();
+        let requests: Vec<(Labels, u64)> = routes
+            .iter()
+            .map(|(labels, stats)| (labels.clone(), stats.requests()))
+            .collect();
+        counter_family(
+            encoder,
+            "route_requests",
+            "Requests routed, by route.",
+            &requests,
+        )?;
+        let mut responses = Vec::new();
+        for (labels, stats) in &routes {
+            for (class, count) in stats.responses().into_iter().enumerate() {
+                let mut labels = labels.clone();
+                labels.push(("class", format!("{}xx", class + 1)));
+                responses.push((labels, count));
+            }
+        }
+        counter_family(
+            encoder,
+            "route_responses",
+            "Responses sent, by route and status class.",
+            &responses,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "route_request_duration_seconds",
+            "Time from a request's arrival to its response head, by route.",
+            None,
+            prometheus_client::metrics::MetricType::Histogram,
+        )?;
+        for (labels, stats) in &routes {
+            let (sum, count, buckets) = stats.latency();
+            family
+                .encode_family(labels)?
+                .encode_histogram::<Labels>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+
     fn encode_backends(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let now = now_ms();
         let clusters = self.0.clusters.load();

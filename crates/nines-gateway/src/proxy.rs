@@ -27,7 +27,8 @@ use crate::body::{Lease, ProxyBody, UpBody};
 use crate::cluster::Cluster;
 use crate::config::{HashKey, RouteConfig};
 use crate::hash::{hash_bytes, hash_ip};
-use crate::metrics::ListenerMetrics;
+use crate::metrics::{ListenerMetrics, RequestStats};
+use crate::stream::SendStream;
 
 /// Request bodies up to this size are buffered so they can be replayed on retry.
 pub const REPLAY_BODY_BYTES_MAX: u64 = 64 * 1024;
@@ -49,11 +50,13 @@ pub struct Route {
     methods: Vec<Method>,
     /// Where matching requests go.
     pub cluster: Arc<Cluster>,
+    /// The route's counters, fixed when the config is loaded.
+    pub stats: Arc<RequestStats>,
 }
 
 impl Route {
-    /// Compiles a validated route.
-    pub fn new(config: &RouteConfig, cluster: Arc<Cluster>) -> Route {
+    /// Compiles a validated route that counts into `stats`.
+    pub fn new(config: &RouteConfig, cluster: Arc<Cluster>, stats: Arc<RequestStats>) -> Route {
         Route {
             host: config.host.as_ref().map(|h| h.to_ascii_lowercase()),
             path_prefix: config.path_prefix.clone(),
@@ -74,6 +77,7 @@ impl Route {
                 .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
                 .collect(),
             cluster,
+            stats,
         }
     }
 
@@ -125,8 +129,8 @@ pub struct ListenerRuntime {
     pub name: String,
     /// Routes in order.
     pub routes: Vec<Route>,
-    /// Cluster when no route matches.
-    pub default: Option<Arc<Cluster>>,
+    /// Cluster when no route matches, with the counters of those requests.
+    pub default: Option<(Arc<Cluster>, Arc<RequestStats>)>,
     /// Largest request body.
     pub body_bytes_max: u64,
     /// Limit from request head to response head.
@@ -140,12 +144,13 @@ pub struct ListenerRuntime {
 }
 
 impl ListenerRuntime {
-    fn route<B>(&self, request: &Request<B>) -> Option<&Arc<Cluster>> {
+    /// The cluster a request goes to and the counters of the route taken.
+    fn route<B>(&self, request: &Request<B>) -> Option<(&Arc<Cluster>, &RequestStats)> {
         self.routes
             .iter()
             .find(|r| r.matches(request))
-            .map(|r| &r.cluster)
-            .or(self.default.as_ref())
+            .map(|r| (&r.cluster, &*r.stats))
+            .or_else(|| self.default.as_ref().map(|(c, s)| (c, &**s)))
     }
 }
 
@@ -212,8 +217,12 @@ pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Respon
         .access_log
         .as_ref()
         .map(|_| request.uri().path().to_owned());
-    let response = route_and_forward(&ctx, &runtime, request).await;
-    metrics.observe(response.status().as_u16(), started.elapsed());
+    let (response, route) = route_and_forward(&ctx, &runtime, request).await;
+    let elapsed = started.elapsed();
+    metrics.observe(response.status().as_u16(), elapsed);
+    if let Some(route) = route {
+        route.observe(response.status().as_u16(), elapsed);
+    }
     if let (Some(log), Some(path)) = (&runtime.access_log, path) {
         log.record(
             ctx.peer,
@@ -226,31 +235,34 @@ pub async fn handle(ctx: Arc<ConnContext>, request: Request<Incoming>) -> Respon
     response
 }
 
-async fn route_and_forward(
+/// Routes and forwards a request; also returns the counters of the route
+/// taken, if one was.
+async fn route_and_forward<'r>(
     ctx: &ConnContext,
-    runtime: &ListenerRuntime,
+    runtime: &'r ListenerRuntime,
     request: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> (Response<ProxyBody>, Option<&'r RequestStats>) {
     let metrics = &runtime.metrics;
     if ctx.framing_violation.load(Ordering::Relaxed) {
         metrics.smuggling_rejected.fetch_add(1, Ordering::Relaxed);
-        return status_response(StatusCode::BAD_REQUEST, true);
+        return (status_response(StatusCode::BAD_REQUEST, true), None);
     }
     if request.body().size_hint().lower() > runtime.body_bytes_max {
         metrics.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return status_response(StatusCode::PAYLOAD_TOO_LARGE, true);
+        return (status_response(StatusCode::PAYLOAD_TOO_LARGE, true), None);
     }
     // Borrowed from the runtime, which the caller holds: no reference count
     // shared by all workers is touched per request.
-    let Some(cluster) = runtime.route(&request) else {
+    let Some((cluster, route)) = runtime.route(&request) else {
         metrics.unrouted.fetch_add(1, Ordering::Relaxed);
-        return status_response(StatusCode::NOT_FOUND, false);
+        return (status_response(StatusCode::NOT_FOUND, false), None);
     };
+    route.count_request();
     if is_upgrade(&request) {
-        return upgrade(ctx, cluster, request, metrics).await;
+        return (upgrade(ctx, cluster, request, metrics).await, Some(route));
     }
     let forward = forward(ctx, cluster, request, runtime.body_bytes_max, metrics);
-    match runtime.request_timeout {
+    let response = match runtime.request_timeout {
         Some(limit) => tokio::time::timeout(limit, forward)
             .await
             .unwrap_or_else(|_| {
@@ -258,7 +270,8 @@ async fn route_and_forward(
                 status_response(StatusCode::GATEWAY_TIMEOUT, false)
             }),
         None => forward.await,
-    }
+    };
+    (response, Some(route))
 }
 
 fn is_upgrade<B>(request: &Request<B>) -> bool {
@@ -407,7 +420,7 @@ async fn connect(
         .ok()?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(SendStream::new(stream)))
         .await
         .ok()?;
     if upgrades {

@@ -28,6 +28,7 @@ use crate::framing::FramingTracker;
 use crate::hash::hash_ip;
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{handle, ConnContext, ListenerRuntime};
+use crate::stream::SendStream;
 use crate::worker::Workers;
 
 /// Default time for a client to send a request head (and keep-alive idle time).
@@ -201,7 +202,7 @@ async fn serve_http_connection(
 ) {
     let violation = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(FramingIo {
-        inner: stream,
+        inner: SendStream::new(stream),
         tracker: FramingTracker::default(),
         violation: Arc::clone(&violation),
     });
@@ -241,7 +242,7 @@ async fn serve_http_connection(
 
 /// The client socket, with request framing watched on every read.
 struct FramingIo {
-    inner: TcpStream,
+    inner: SendStream,
     tracker: FramingTracker,
     violation: Arc<AtomicBool>,
 }
@@ -274,14 +275,6 @@ impl AsyncWrite for FramingIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

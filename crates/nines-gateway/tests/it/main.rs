@@ -4,4 +4,5 @@ mod bad_input;
 mod common;
 mod failover;
 mod features;
+mod metrics;
 mod reload;
