@@ -10,8 +10,13 @@
 //! `/nines/availability/slo/SERVICE`. Reports (availability over 1 h, 24 h,
 //! 7 d and 30 d as a percentage and in nines, downtime, error budget left,
 //! multi-window burn rates, incidents) are computed from the events when
-//! asked, by the pure [`report`]. This module never touches instances or
-//! health records; it only reads the catalog and writes its own keys.
+//! asked, by the pure [`report`]. Beside these time-based figures, each window
+//! carries the request-based ones: the requests gateways proxied to the
+//! service and how many failed (per-minute buckets written by
+//! [`crate::gateway_report`]), with their success ratio, nines and error
+//! budget against the same SLO ([`attach_requests`]). This module never
+//! touches instances or health records; it only reads the catalog and writes
+//! its own keys.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -29,6 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
+use crate::gateway_report::{Outcomes, BUCKET_MS};
 use crate::store::{now_ms, Registry};
 
 /// Transitions: `EVENTS SERVICE/AT_MS` (20 digits) = [`Transition`] JSON.
@@ -240,6 +246,47 @@ pub struct WindowReport {
     pub error_budget_remaining_percent: Option<f64>,
     /// Rate of spending the budget (1 = exactly on budget).
     pub burn_rate: Option<f64>,
+    /// What gateways saw of the service's requests in this window.
+    pub gateway_requests: RequestWindowReport,
+}
+
+/// Request-based availability over one window, from gateway buckets (whole
+/// minutes: a bucket that overlaps the window's start counts whole).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RequestWindowReport {
+    /// Requests proxied to the service (0: no requests).
+    pub requests: u64,
+    /// Requests that failed (5xx answered, or upstream failures).
+    pub failed: u64,
+    /// Share of requests that succeeded, in percent (absent without requests).
+    pub success_percent: Option<f64>,
+    /// `-log10(failed / requests)`; absent without failures.
+    pub nines: Option<f64>,
+    /// Error budget left against the SLO, in percent of the budget.
+    pub error_budget_remaining_percent: Option<f64>,
+    /// Rate of spending the budget (failed share over allowed share).
+    pub burn_rate: Option<f64>,
+}
+
+impl RequestWindowReport {
+    /// The figures of `outcomes` against `slo_percent`.
+    pub fn new(outcomes: Outcomes, slo_percent: Option<f64>) -> RequestWindowReport {
+        let Outcomes { requests, failed } = outcomes;
+        let failed = failed.min(requests);
+        let failed_share = (requests > 0).then(|| failed as f64 / requests as f64);
+        let burn = failed_share.and_then(|f| {
+            let allowed = 1.0 - slo_percent? / 100.0;
+            (allowed > 0.0).then(|| f / allowed)
+        });
+        RequestWindowReport {
+            requests,
+            failed,
+            success_percent: failed_share.map(|f| (1.0 - f) * 100.0),
+            nines: failed_share.filter(|&f| f > 0.0).map(|f| -f.log10()),
+            error_budget_remaining_percent: burn.map(|b| (1.0 - b) * 100.0),
+            burn_rate: burn,
+        }
+    }
 }
 
 /// One period of a service being down.
@@ -372,6 +419,7 @@ pub fn report(
                     .map(|a| -(1.0 - a).log10()),
                 error_budget_remaining_percent: burn.map(|b| (1.0 - b) * 100.0),
                 burn_rate: burn,
+                gateway_requests: RequestWindowReport::default(),
             }
         })
         .collect();
@@ -416,6 +464,23 @@ pub fn report(
         burn_alerts,
         incidents,
         events_truncated,
+    }
+}
+
+/// Fills each window's request-based figures of `report` from gateway
+/// `buckets` (start ms, outcomes; any order): a bucket counts in a window
+/// when any part of its minute falls within it.
+pub fn attach_requests(report: &mut ServiceReport, buckets: &[(u64, Outcomes)]) {
+    let now = report.now_ms;
+    for (window, &(_, length_ms)) in report.windows.iter_mut().zip(WINDOWS.iter()) {
+        let from = now.saturating_sub(length_ms);
+        let mut sum = Outcomes::default();
+        for &(start, outcomes) in buckets {
+            if start + BUCKET_MS > from && start <= now {
+                sum.add(outcomes);
+            }
+        }
+        window.gateway_requests = RequestWindowReport::new(sum, report.slo_percent);
     }
 }
 
@@ -492,24 +557,35 @@ async fn read_slo(registry: &Registry, service: &str) -> Result<Option<Slo>, etc
         .and_then(|kv| serde_json::from_slice(kv.value()).ok()))
 }
 
-/// The report of `service` now, read through the etcd API; `None` when
-/// nothing was recorded for it.
+/// The report of `service` now, read through the etcd API: health
+/// transitions and gateway request buckets of the longest window; `None`
+/// when neither was recorded for it.
 pub async fn fetch_report(
     registry: &Registry,
     service: &str,
 ) -> Result<Option<ServiceReport>, etcd_client::Error> {
+    let now = now_ms();
     let (events, truncated) = read_events(registry, service).await?;
-    if events.is_empty() {
+    let longest_ms = WINDOWS[WINDOWS.len() - 1].1;
+    let buckets =
+        crate::gateway_report::fetch_buckets(registry, service, now.saturating_sub(longest_ms))
+            .await?;
+    if events.is_empty() && buckets.is_empty() {
         return Ok(None);
     }
     let slo = read_slo(registry, service).await?;
-    Ok(Some(report(service, &events, slo, now_ms(), truncated)))
+    let mut r = report(service, &events, slo, now, truncated);
+    attach_requests(&mut r, &buckets);
+    Ok(Some(r))
 }
 
-/// Every service with recorded availability, by name.
+/// Every service with recorded availability (health transitions or gateway
+/// requests), by name.
 pub async fn fetch_services(registry: &Registry) -> Result<Vec<String>, etcd_client::Error> {
     let mut names: Vec<String> = load_last(registry).await?.into_keys().collect();
+    names.extend(crate::gateway_report::fetch_request_services(registry).await?);
     names.sort();
+    names.dedup();
     Ok(names)
 }
 
@@ -517,16 +593,9 @@ async fn service_report(
     registry: &Registry,
     service: &str,
 ) -> Result<Option<ServiceReport>, Response> {
-    let (events, truncated) = read_events(registry, service)
+    fetch_report(registry, service)
         .await
-        .map_err(|e| store_error(&e))?;
-    if events.is_empty() {
-        return Ok(None);
-    }
-    let slo = read_slo(registry, service)
-        .await
-        .map_err(|e| store_error(&e))?;
-    Ok(Some(report(service, &events, slo, now_ms(), truncated)))
+        .map_err(|e| store_error(&e))
 }
 
 async fn one(State(registry): State<Registry>, Path(service): Path<String>) -> Response {
@@ -552,12 +621,8 @@ async fn list(
     State(registry): State<Registry>,
     Query(_q): Query<HashMap<String, String>>,
 ) -> Response {
-    let services = match load_last(&registry).await {
-        Ok(last) => {
-            let mut names: Vec<String> = last.into_keys().collect();
-            names.sort();
-            names
-        }
+    let services = match fetch_services(&registry).await {
+        Ok(names) => names,
         Err(e) => return store_error(&e),
     };
     let mut reports = Vec::new();
@@ -692,6 +757,82 @@ mod tests {
         // 3.6 s down of 3600 s: 99.9%, three nines.
         let n = r.windows[0].nines.expect("nines");
         assert!((n - 3.0).abs() < 1e-9, "{n}");
+    }
+
+    #[test]
+    fn request_figures_count_the_buckets_of_each_window() {
+        let now = 100 * H + 30_000;
+        let slo = Some(Slo {
+            target_percent: 99.0,
+        });
+        let mut r = report("web", &[t(true, 0)], slo, now, false);
+        let minute = |ago: u64| crate::gateway_report::bucket_start(now - ago);
+        let buckets = [
+            // The current minute and one 30 minutes ago: in every window.
+            (
+                minute(0),
+                Outcomes {
+                    requests: 100,
+                    failed: 2,
+                },
+            ),
+            (
+                minute(30 * 60_000),
+                Outcomes {
+                    requests: 100,
+                    failed: 0,
+                },
+            ),
+            // Two hours ago: not in the last hour.
+            (
+                minute(2 * H),
+                Outcomes {
+                    requests: 800,
+                    failed: 0,
+                },
+            ),
+            // Three days ago: only in 7 d and 30 d.
+            (
+                minute(72 * H),
+                Outcomes {
+                    requests: 1000,
+                    failed: 1000,
+                },
+            ),
+        ];
+        attach_requests(&mut r, &buckets);
+        let hour = &r.windows[0].gateway_requests;
+        assert_eq!((hour.requests, hour.failed), (200, 2));
+        assert!((hour.success_percent.expect("requests") - 99.0).abs() < 1e-9);
+        assert!((hour.nines.expect("failures") - 2.0).abs() < 1e-9);
+        // 1% failed against 1% allowed: burning exactly the budget.
+        assert!((hour.burn_rate.expect("slo") - 1.0).abs() < 1e-9);
+        assert!(hour.error_budget_remaining_percent.expect("slo").abs() < 1e-6);
+        let day = &r.windows[1].gateway_requests;
+        assert_eq!((day.requests, day.failed), (1000, 2));
+        let week = &r.windows[2].gateway_requests;
+        assert_eq!((week.requests, week.failed), (2000, 1002));
+    }
+
+    #[test]
+    fn no_requests_means_no_request_figures() {
+        let mut r = report("web", &[t(true, 0)], None, H, false);
+        attach_requests(&mut r, &[]);
+        let w = &r.windows[0].gateway_requests;
+        assert_eq!(w.requests, 0);
+        assert_eq!(w.success_percent, None);
+        assert_eq!(w.nines, None);
+        // Without failures there is no nines figure; without an SLO no budget.
+        let all_good = RequestWindowReport::new(
+            Outcomes {
+                requests: 10,
+                failed: 0,
+            },
+            None,
+        );
+        assert_eq!(all_good.success_percent, Some(100.0));
+        assert_eq!(all_good.nines, None);
+        assert_eq!(all_good.burn_rate, None);
     }
 
     #[test]

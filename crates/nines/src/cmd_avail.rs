@@ -7,7 +7,9 @@
 //!
 //! `nines avail report [--service NAME] [--window 30d]`: what services
 //! actually delivered, from the history the cluster recorded (the same
-//! figures as `GET /v1/availability`), read over the etcd API.
+//! figures as `GET /v1/availability`), read over the etcd API: the
+//! time-based figures from health transitions and, on a line below each
+//! service, the request-based ones from what gateways proxied.
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
@@ -338,6 +340,7 @@ fn run_report(args: ReportArgs, endpoints: &[String]) -> anyhow::Result<()> {
             fmt_opt(r.slo_percent, &|s| format!("{s}%")),
             fmt_opt(w.error_budget_remaining_percent, &|b| format!("{b:.1}%")),
         );
+        println!("  requests: {}", request_line(&w.gateway_requests));
         let window_ms = WINDOWS
             .iter()
             .find(|(n, _)| *n == args.window)
@@ -364,6 +367,24 @@ fn run_report(args: ReportArgs, endpoints: &[String]) -> anyhow::Result<()> {
         println!("(no service has a recorded history yet)");
     }
     Ok(())
+}
+
+/// The request-based figures of one window, on one line.
+fn request_line(r: &nines_registry::availability::RequestWindowReport) -> String {
+    let Some(success) = r.success_percent else {
+        return "no requests".into();
+    };
+    let mut line = format!(
+        "{} requests, {} failed, {success:.4}% succeeded",
+        r.requests, r.failed
+    );
+    if let Some(n) = r.nines {
+        line.push_str(&format!(" ({n:.2} nines)"));
+    }
+    if let (Some(budget), Some(burn)) = (r.error_budget_remaining_percent, r.burn_rate) {
+        line.push_str(&format!(", budget {budget:.1}% left, burn rate {burn:.2}"));
+    }
+    line
 }
 
 #[cfg(test)]

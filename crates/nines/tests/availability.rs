@@ -6,6 +6,11 @@
 //! with an SLO set, an overspent error budget and a firing page alert. The
 //! history is in the replicated store: after the leader is killed another
 //! member reports the same incident.
+//!
+//! Request outcomes: with `nines gateway` in front of a registered service,
+//! requests go on while every backend is down for a measured interval; the
+//! report's request counts equal what the client saw, `GET /v1/gateways`
+//! shows the gateway and its backends, and a killed gateway disappears.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -244,4 +249,271 @@ async fn a_scripted_outage_is_reported_within_one_second_and_survives_failover()
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown window"));
     drop(backend);
+}
+
+/// Counts what a client of the gateway saw: every request, and those that
+/// failed (a 5xx answer or no answer).
+#[derive(Default, Debug)]
+struct ClientView {
+    requests: u64,
+    failed: u64,
+}
+
+impl ClientView {
+    /// One `GET /` through the gateway; whether it succeeded.
+    async fn get(&mut self, gateway: &str) -> bool {
+        self.requests += 1;
+        let ok = matches!(http_get(gateway, "/").await, Some((status, _)) if status < 500);
+        if !ok {
+            self.failed += 1;
+        }
+        ok
+    }
+
+    /// Requests for `length`, paced so the two shared cores stay usable.
+    async fn drive(&mut self, gateway: &str, length: Duration) {
+        let end = Instant::now() + length;
+        while Instant::now() < end {
+            self.get(gateway).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Requests until `n` in a row succeed (bounded by `within`).
+    async fn until_ok(&mut self, gateway: &str, n: u32, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut streak = 0;
+        while streak < n {
+            assert!(Instant::now() < deadline, "gateway never recovered");
+            streak = if self.get(gateway).await {
+                streak + 1
+            } else {
+                0
+            };
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Polls `GET /v1/gateways` on `http` until `done` accepts it.
+async fn wait_gateways(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    let mut last = Value::Null;
+    loop {
+        if let Some((200, body)) = http_get(http, "/v1/gateways").await {
+            last = serde_json::from_str(&body).expect("gateways are JSON");
+            if done(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateways not as expected: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn gateway_named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list["gateways"]
+        .as_array()?
+        .iter()
+        .find(|g| g["name"] == name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
+    let c = cluster(3, &[]).await;
+    let http = c.members[0].http.clone();
+    let ports = nines_testkit::free_ports(3).expect("ports");
+    let (backend_ports, gateway_port) = ([ports[0], ports[1]], ports[2]);
+    let mut backends: Vec<Guard> = backend_ports
+        .iter()
+        .map(|&p| demo_backend(p).expect("backend"))
+        .collect();
+    for (i, port) in backend_ports.iter().enumerate() {
+        let body = format!(
+            r#"{{"address": "127.0.0.1", "port": {port}, "check": "http",
+                "check_url": "http://127.0.0.1:{port}/health", "interval": "100ms",
+                "timeout": "100ms", "rise": 1, "fall": 1}}"#
+        );
+        let path = format!("/v1/services/web/instances/web-{i}");
+        let (status, answer) = http_request(&http, "PUT", &path, Some(&body))
+            .await
+            .expect("registry answers");
+        assert!((200..300).contains(&status), "register: {status} {answer}");
+    }
+    // A service nobody sends requests to.
+    let (status, answer) = http_request(
+        &http,
+        "PUT",
+        "/v1/services/idle/instances/idle-1",
+        Some(r#"{"address": "127.0.0.1", "port": 9}"#),
+    )
+    .await
+    .expect("registry answers");
+    assert!((200..300).contains(&status), "register: {status} {answer}");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"web\"\n\
+             bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"web\"\n\n\
+             [[cluster]]\nname = \"web\"\nservice = \"web\"\n"
+        ),
+    )
+    .expect("write config");
+    let endpoints = c.endpoints().join(",");
+    let gateway_proc = Guard(
+        Command::new(exe())
+            .args(["--endpoints", &endpoints, "gateway", "--name", "edge"])
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let gateway = format!("127.0.0.1:{gateway_port}");
+
+    // Every request through the gateway counts, the first ones that wait
+    // for the backends to pass their checks too, once it listens.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(&gateway).await.is_err() {
+        assert!(Instant::now() < deadline, "gateway never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut seen = ClientView::default();
+    seen.until_ok(&gateway, 20, Duration::from_secs(20)).await;
+    seen.drive(&gateway, Duration::from_millis(1500)).await;
+    let failed_before = seen.failed;
+
+    // Every backend down for a measured interval while requests go on.
+    let down_at = Instant::now();
+    backends.clear();
+    seen.drive(&gateway, Duration::from_millis(3000)).await;
+    backends = backend_ports
+        .iter()
+        .map(|&p| demo_backend(p).expect("backend again"))
+        .collect();
+    let outage = down_at.elapsed();
+    seen.until_ok(&gateway, 20, Duration::from_secs(20)).await;
+    seen.drive(&gateway, Duration::from_millis(500)).await;
+    println!(
+        "client saw {} requests, {} failed ({} during the {:?} outage)",
+        seen.requests,
+        seen.failed,
+        seen.failed - failed_before,
+        outage
+    );
+    assert!(seen.failed - failed_before > 50, "{seen:?}");
+
+    // The gateway's buckets add up to what the client saw: the whole test
+    // is inside the 1 h window, so every request is counted exactly once.
+    let r = wait_report(&http, Duration::from_secs(15), |r| {
+        let w = &r["windows"][0]["gateway_requests"];
+        w["requests"].as_u64() == Some(seen.requests) && w["failed"].as_u64() == Some(seen.failed)
+    })
+    .await;
+    let hour = &r["windows"][0]["gateway_requests"];
+    let expected = 100.0 * (1.0 - seen.failed as f64 / seen.requests as f64);
+    let success = hour["success_percent"].as_f64().expect("success");
+    assert!((success - expected).abs() < 1e-9, "{hour}");
+    assert!(hour["nines"].as_f64().expect("nines") > 0.0, "{hour}");
+    // The time-based figures are still there beside them.
+    assert!(r["windows"][0]["availability_percent"].is_f64(), "{r:#}");
+    let (status, answer) = http_request(
+        &http,
+        "PUT",
+        "/v1/availability/web/slo",
+        Some(r#"{"target_percent": 99.9}"#),
+    )
+    .await
+    .expect("slo");
+    assert_eq!(status, 200, "{answer}");
+    let r = wait_report(&http, Duration::from_secs(5), |r| r["slo_percent"] == 99.9).await;
+    let hour = &r["windows"][0]["gateway_requests"];
+    assert!(hour["burn_rate"].as_f64().expect("burn") > 1.0, "{hour}");
+    assert!(
+        hour["error_budget_remaining_percent"]
+            .as_f64()
+            .expect("budget")
+            < 0.0,
+        "{hour}"
+    );
+
+    // The gateway's status: its cluster, fed by the service, and both
+    // backends back.
+    let list = wait_gateways(&http, Duration::from_secs(10), |l| {
+        gateway_named(l, "edge").is_some_and(|g| {
+            g["clusters"][0]["backends"]
+                .as_array()
+                .is_some_and(|b| b.len() == 2)
+        })
+    })
+    .await;
+    let edge = gateway_named(&list, "edge").expect("edge");
+    let cluster = &edge["clusters"][0];
+    assert_eq!(cluster["name"], "web", "{edge:#}");
+    assert_eq!(cluster["service"], "web", "{edge:#}");
+    assert!(edge["updated_ms"].as_u64().expect("updated") > 0);
+    let mut addrs: Vec<String> = cluster["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| b["addr"].as_str().expect("addr").to_owned())
+        .collect();
+    addrs.sort();
+    let mut want: Vec<String> = backend_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    want.sort();
+    assert_eq!(addrs, want);
+    // Every member serves the same list.
+    let other = wait_gateways(&c.members[2].http, Duration::from_secs(5), |l| {
+        gateway_named(l, "edge").is_some()
+    })
+    .await;
+    assert!(gateway_named(&other, "edge").is_some());
+
+    // `nines avail report` prints both kinds of figures; a service without
+    // traffic says so.
+    let table = Command::new(exe())
+        .args([
+            "--endpoints",
+            &endpoints,
+            "avail",
+            "report",
+            "--window",
+            "1h",
+        ])
+        .output()
+        .expect("nines avail report runs");
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(table.status.success(), "{text}");
+    let want_line = format!(
+        "requests: {} requests, {} failed",
+        seen.requests, seen.failed
+    );
+    assert!(text.contains(&want_line), "{want_line:?} in {text}");
+    let idle_at = text
+        .lines()
+        .position(|l| l.starts_with("idle "))
+        .unwrap_or_else(|| panic!("a row for idle: {text}"));
+    assert_eq!(
+        text.lines().nth(idle_at + 1).map(str::trim),
+        Some("requests: no requests"),
+        "{text}"
+    );
+
+    // A gateway that dies disappears with its lease.
+    drop(gateway_proc);
+    wait_gateways(&http, Duration::from_secs(15), |l| {
+        gateway_named(l, "edge").is_none()
+    })
+    .await;
+    drop(backends);
 }
