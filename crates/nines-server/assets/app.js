@@ -256,12 +256,22 @@ function drawGatewayCluster(gateway, c, at, seen) {
     return { b, rate: rateOf(key, b.requests || 0, at) };
   });
   const up = backends.filter((b) => b.state === "up").length;
-  const rates = rows.map((r) => r.rate).filter((r) => r !== null);
-  const total = rates.length ? rates.reduce((a, r) => a + r, 0) : null;
+  // The cluster's own counter (what clients saw, when the report has it)
+  // gives its rate; otherwise the backends' attempts add up to it.
+  let total = null;
+  if (typeof c.requests === "number") {
+    const key = gateway + "/" + c.name;
+    seen.add(key);
+    total = rateOf(key, c.requests, at);
+  } else {
+    const rates = rows.map((r) => r.rate).filter((r) => r !== null);
+    total = rates.length ? rates.reduce((a, r) => a + r, 0) : null;
+  }
   const head = el("div", null, "cluster-head");
   head.appendChild(el("strong", c.name, "cluster-name"));
-  head.appendChild(el("span", "  " + (c.balance || "") + "  ·  " + up + "/" + backends.length + " up  ·  " + perSecond(total) + " req/s",
-    up > 0 ? "health-ok" : "health-bad"));
+  const parts = [c.service && c.service !== c.name ? "service " + c.service : null, c.balance, up + "/" + backends.length + " up", perSecond(total) + " req/s",
+    typeof c.failed === "number" ? c.failed + " failed" : null].filter((p) => p);
+  head.appendChild(el("span", "  " + parts.join("  ·  "), up > 0 ? "health-ok" : "health-bad"));
   div.appendChild(head);
   if (!backends.length) {
     div.appendChild(el("div", "no backend (service without healthy instances?)", "muted"));

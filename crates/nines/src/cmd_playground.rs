@@ -7,7 +7,9 @@
 //! in front of every member's HTTP API, so the page keeps working (and shows
 //! the failover) when the member that served it is killed; the demo listener
 //! routes to the `demo` service through the registry (`RegistryResolver`), so
-//! a killed backend leaves the rotation. The playground prints leader changes
+//! a killed backend leaves the rotation. The gateway publishes its status to
+//! the cluster (`nines_registry::gateway_report`) as `playground`, so the
+//! dashboard's gateway panel shows it. The playground prints leader changes
 //! and the demo's health as they happen, and on Ctrl-C stops every process it
 //! started, by PID (SIGTERM, then SIGKILL after a grace period).
 
@@ -27,6 +29,9 @@ use nix::unistd::Pid;
 
 /// The registry service the demo backends register as.
 pub const DEMO_SERVICE: &str = "demo";
+/// The name the playground's gateway reports its status under, so every
+/// member's dashboard shows it (`GET /v1/gateways`).
+pub const GATEWAY_NAME: &str = "playground";
 /// Most demo backends one playground starts.
 pub const DEMO_BACKENDS_MAX: usize = 16;
 /// How long a demo backend may take to say which port it listens on.
@@ -40,6 +45,8 @@ const DEMO_READY_TIMEOUT: Duration = Duration::from_secs(20);
 const MIRROR_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long deregistering the demo instances may take on the way out.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the gateway's last status report may take on the way out.
+const REPORT_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 /// Grace between SIGTERM and SIGKILL on the way out.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -343,8 +350,8 @@ fn gateway_config(cluster: &LocalCluster, demo: bool) -> anyhow::Result<nines_ga
     let mut text = format!(
         "[gateway]\ndrain_timeout = \"1s\"\n\n\
          [[listener]]\nname = \"dashboard\"\nbind = \"127.0.0.1:0\"\nprotocol = \"http\"\n\n\
-         [[listener.route]]\npath_prefix = \"/\"\ncluster = \"members\"\n\n\
-         [[cluster]]\nname = \"members\"\nbalance = \"consistent_hash\"\nhash_key = \"source_ip\"\n\
+         [[listener.route]]\npath_prefix = \"/\"\ncluster = \"dashboard\"\n\n\
+         [[cluster]]\nname = \"dashboard\"\nbalance = \"consistent_hash\"\nhash_key = \"source_ip\"\n\
          backends = [{backends}]\n\n\
          [cluster.health]\nkind = \"tcp\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\nrise = 1\nfall = 1\n\n\
          [cluster.retry]\nattempts = {attempts}\non = [\"connect-failure\", \"reset\", \"timeout\"]\n",
@@ -556,10 +563,16 @@ async fn serve(
     }
     let demo = !backends.backends.is_empty();
     let resolver = Arc::new(RegistryResolver::new(mirror.subscribe()));
-    let gateway =
-        nines_gateway::Gateway::start(gateway_config(cluster, demo)?, None, Some(resolver))
-            .await
-            .context("cannot start the playground's gateway")?;
+    let config = gateway_config(cluster, demo)?;
+    let gateway = nines_gateway::Gateway::start(config.clone(), None, Some(resolver))
+        .await
+        .context("cannot start the playground's gateway")?;
+    let reporter = nines_registry::gateway_report::spawn(
+        registry.clone(),
+        gateway.clone(),
+        GATEWAY_NAME,
+        &config,
+    );
     let dashboard = gateway
         .listener_addr("dashboard")
         .await
@@ -591,6 +604,9 @@ async fn serve(
     println!("leader: {leader} (term {term})");
     println!("Ctrl-C stops every process the playground started.");
     follow(cluster, backends, &mirror, (leader, term)).await;
+    // The last report and the lease's revocation need the cluster, which a
+    // terminal's Ctrl-C may be stopping too: bounded, the lease expires anyway.
+    let _ = tokio::time::timeout(REPORT_STOP_TIMEOUT, reporter.stop()).await;
     gateway.shutdown().await;
     if !remove {
         deregister_demo(&registry, backends).await;

@@ -1,10 +1,14 @@
 //! The dashboard in a real browser: Debian's headless Chromium, driven over
 //! the W3C WebDriver protocol by chromedriver, loads the dashboard URL that
-//! `nines playground` prints for its 3 members, reads the leader and every member by name and a
-//! registered service in the services and availability panels, then the leader is killed with `kill -9` and the page must
-//! name the new leader within 3 s. Screenshots before and after are saved
-//! under the target directory and their paths printed. Without Chromium the
-//! test fails and says how to install it.
+//! `nines playground` prints for its 3 members, reads the leader and every
+//! member by name, a registered service in the services and availability
+//! panels, the playground's demo service with each of its backends, the
+//! gateway panel (the demo cluster's backends up, with a request rate while
+//! the test sends traffic through the demo URL) and the backups panel; then
+//! the leader is killed with `kill -9` and the page must name the new leader
+//! within 3 s. Screenshots before and after are saved under the target
+//! directory and their paths printed. Without Chromium the test fails and
+//! says how to install it.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -256,13 +260,17 @@ fn kill_processes_with_arg(marker: &str) {
     }
 }
 
-/// A running `nines playground`: its members (name, HTTP address) and the
-/// dashboard URL it printed. Interrupted like Ctrl-C on drop; whatever is
-/// left is killed by PID.
+/// A running `nines playground`: its members (name, HTTP address), the
+/// dashboard URL, the demo listener and the demo backends it printed.
+/// Interrupted like Ctrl-C on drop; whatever is left is killed by PID.
 struct Playground {
     child: Child,
     members: Vec<(String, String)>,
     dashboard: String,
+    /// The demo listener's address (host:port).
+    demo: String,
+    /// Demo backends: (id, address, pid).
+    backends: Vec<(String, String, i32)>,
 }
 
 impl Playground {
@@ -292,19 +300,32 @@ impl Playground {
             child,
             members: Vec::new(),
             dashboard: String::new(),
+            demo: String::new(),
+            backends: Vec::new(),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while p.dashboard.is_empty() {
+        // The last line of the startup is `Ctrl-C stops ...`.
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = rx
                 .recv_timeout(left)
-                .context("the playground prints its members and the dashboard URL")?;
+                .context("the playground prints its members, dashboard and demo")?;
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
             let words: Vec<&str> = line.split_whitespace().collect();
             if let [name, "client", _, "peer", _, "http", http] = words[..] {
                 p.members.push((name.to_owned(), http.to_owned()));
             }
+            if let [id, addr, "pid", pid] = words[..] {
+                p.backends
+                    .push((id.to_owned(), addr.to_owned(), pid.parse()?));
+            }
             if let Some(url) = line.strip_prefix("dashboard: ") {
                 p.dashboard = url.to_owned();
+            }
+            if let Some(rest) = line.strip_prefix("demo: http://") {
+                p.demo = rest.split('/').next().unwrap_or_default().to_owned();
             }
         }
         Ok(p)
@@ -343,7 +364,8 @@ impl Playground {
 impl Drop for Playground {
     fn drop(&mut self) {
         let names: Vec<String> = self.members.iter().map(|m| m.0.clone()).collect();
-        let pids: Vec<i32> = names.iter().filter_map(|n| self.member_pid(n)).collect();
+        let mut pids: Vec<i32> = names.iter().filter_map(|n| self.member_pid(n)).collect();
+        pids.extend(self.backends.iter().map(|b| b.2));
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
             nix::sys::signal::Signal::SIGINT,
@@ -384,6 +406,135 @@ async fn wait_leader_shown(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits until the text of `selector` is one `accept` takes; returns it.
+async fn wait_text(
+    b: &Browser,
+    selector: &str,
+    within: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let text = b.text_of(selector).await?;
+        if accept(&text) {
+            return Ok(text);
+        }
+        if Instant::now() > deadline {
+            bail!("{selector} shows {text:?} after {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One row of the gateway panel's backends table.
+#[derive(Debug, serde::Deserialize)]
+struct BackendRow {
+    addr: String,
+    state: String,
+    rate: String,
+}
+
+/// The gateway panel's rows for `cluster` of gateway `gateway`.
+async fn backend_rows(
+    b: &Browser,
+    gateway: &str,
+    cluster: &str,
+) -> anyhow::Result<Vec<BackendRow>> {
+    let selector = format!(
+        "#gateways .gateway[data-name='{gateway}'] .cluster[data-name='{cluster}'] tr.backend"
+    );
+    let script = format!(
+        "return Array.from(document.querySelectorAll({})).map(r => ({{ \
+           addr: r.dataset.addr, \
+           state: r.querySelector('.backend-state').textContent, \
+           rate: r.querySelector('.rate').textContent }}));",
+        json!(selector)
+    );
+    Ok(serde_json::from_value(b.eval(&script).await?)?)
+}
+
+/// Sends GETs to `addr` until dropped, so the gateway has a request rate.
+struct Traffic(tokio::task::JoinHandle<()>);
+
+impl Traffic {
+    fn start(addr: String) -> Traffic {
+        Traffic(tokio::spawn(async move {
+            loop {
+                let _ = nines_testkit::http_get(&addr, "/").await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The demo service, the gateway panel and the backups panel show what the
+/// playground runs: every demo backend passing; the playground's gateway
+/// with the demo cluster's backends (the addresses the playground printed)
+/// up, and a request rate above zero while traffic flows; no backup yet.
+async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
+    let ids: Vec<&str> = playground.backends.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["demo-1", "demo-2", "demo-3"],
+        "the playground's demo backends"
+    );
+    let total = ids.len();
+    wait_text(
+        b,
+        "#services li.service[data-name='demo']",
+        Duration::from_secs(20),
+        |t| t.contains(&format!("{total}/{total} passing")) && ids.iter().all(|id| t.contains(id)),
+    )
+    .await
+    .expect("the services panel shows every demo backend passing");
+
+    let _traffic = Traffic::start(playground.demo.clone());
+    let mut want: Vec<String> = playground.backends.iter().map(|x| x.1.clone()).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = backend_rows(b, "playground", "demo")
+            .await
+            .expect("gateway rows");
+        let mut addrs: Vec<String> = rows.iter().map(|r| r.addr.clone()).collect();
+        addrs.sort();
+        let all_up = rows.iter().all(|r| r.state == "up");
+        let flowing = rows
+            .iter()
+            .any(|r| r.rate.parse::<f64>().is_ok_and(|v| v > 0.0));
+        if addrs == want && all_up && flowing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway panel shows {rows:?} (want {want:?} up with a rate): {:?}",
+            b.text_of("#gateways").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.eval("document.getElementById('gateways').scrollIntoView(); return null;")
+        .await
+        .expect("scroll to the gateway panel");
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    b.screenshot(&dir.join("dashboard-gateway.png"))
+        .await
+        .expect("screenshot");
+    b.eval("window.scrollTo(0, 0); return null;")
+        .await
+        .expect("scroll back");
+    wait_text(b, "#backups", Duration::from_secs(10), |t| {
+        t.contains("no backup yet")
+    })
+    .await
+    .expect("the backups panel says there is no backup yet");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,6 +633,7 @@ async fn dashboard_shows_members_and_a_new_leader_within_3s_of_a_kill() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    check_demo_gateway_and_backups(&browser, &playground).await;
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     browser
         .screenshot(&dir.join("dashboard-before-kill.png"))
