@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use nines_registry::gateway_report::GatewayReporter;
 use nines_registry::{Mirror, Registration, Registry, RegistryResolver};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -522,6 +523,47 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Starts `n` demo backends and registers each as an instance of the demo
+/// service. On an error the backends started are stopped (on drop).
+async fn start_demo(
+    exe: &Path,
+    n: usize,
+    dir: &Path,
+    registry: &Registry,
+) -> anyhow::Result<DemoBackends> {
+    let backends = DemoBackends::start(exe, n, dir).await?;
+    for b in &backends.backends {
+        registry
+            .register(demo_instance(b)?)
+            .await
+            .with_context(|| format!("cannot register {}", b.id))?;
+    }
+    Ok(backends)
+}
+
+/// Starts the playground's gateway (see [`gateway_config`]), its demo
+/// cluster following the registry through `mirror`, and the task that
+/// reports its status to the cluster under [`GATEWAY_NAME`].
+async fn start_gateway(
+    cluster: &LocalCluster,
+    demo: bool,
+    registry: &Registry,
+    mirror: &Mirror,
+) -> anyhow::Result<(nines_gateway::Gateway, GatewayReporter)> {
+    let resolver = Arc::new(RegistryResolver::new(mirror.subscribe()));
+    let config = gateway_config(cluster, demo)?;
+    let gateway = nines_gateway::Gateway::start(config.clone(), None, Some(resolver))
+        .await
+        .context("cannot start the playground's gateway")?;
+    let reporter = nines_registry::gateway_report::spawn(
+        registry.clone(),
+        gateway.clone(),
+        GATEWAY_NAME,
+        &config,
+    );
+    Ok((gateway, reporter))
+}
+
 /// Everything between the members' start and Ctrl-C: the first leader, the
 /// demo service, the gateway, the printed lines, then following changes.
 async fn serve(
@@ -554,25 +596,9 @@ async fn serve(
     if !mirror.wait_revision(0, MIRROR_LOAD_TIMEOUT).await {
         println!("registry not loaded yet; the demo fills in when it is");
     }
-    *backends = DemoBackends::start(exe, args.demo_backends, dir).await?;
-    for b in &backends.backends {
-        registry
-            .register(demo_instance(b)?)
-            .await
-            .with_context(|| format!("cannot register {}", b.id))?;
-    }
+    *backends = start_demo(exe, args.demo_backends, dir, &registry).await?;
     let demo = !backends.backends.is_empty();
-    let resolver = Arc::new(RegistryResolver::new(mirror.subscribe()));
-    let config = gateway_config(cluster, demo)?;
-    let gateway = nines_gateway::Gateway::start(config.clone(), None, Some(resolver))
-        .await
-        .context("cannot start the playground's gateway")?;
-    let reporter = nines_registry::gateway_report::spawn(
-        registry.clone(),
-        gateway.clone(),
-        GATEWAY_NAME,
-        &config,
-    );
+    let (gateway, reporter) = start_gateway(cluster, demo, &registry, &mirror).await?;
     let dashboard = gateway
         .listener_addr("dashboard")
         .await
