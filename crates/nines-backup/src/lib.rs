@@ -22,6 +22,7 @@ pub mod format;
 pub mod manifest;
 pub mod repo;
 pub mod restore;
+pub mod status;
 
 pub use capture::{create_backup, CreateOptions, Progress};
 pub use catalog::{list, prune, resolve_chain, verify, PruneOptions, PruneReport, VerifyReport};

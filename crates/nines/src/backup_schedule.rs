@@ -9,7 +9,10 @@
 //! `nines_backup::create_backup` and `nines_backup::prune` under the
 //! repository lock; a lock held by a `nines backup` command skips the round.
 //! The outcome of the runs is kept in memory and served as `GET /v1/backups`
-//! and as Prometheus figures. This module owns no backup format or retention
+//! and as Prometheus figures; after each run the repository's status (its
+//! sets and the run's outcome) is also written into the store under
+//! `/nines/backups/` (`nines_backup::status`), which `GET /v1/backups` on
+//! every member lists as `repositories`. This module owns no backup format or retention
 //! rule: those stay in `nines-backup`.
 
 use std::collections::BTreeMap;
@@ -306,13 +309,6 @@ impl Scheduler {
         })
     }
 
-    /// `GET /v1/backups`.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/v1/backups", get(backups_handler))
-            .with_state(self.shared.clone())
-    }
-
     /// The Prometheus collector of the run outcomes.
     pub fn collector(&self) -> BackupCollector {
         BackupCollector {
@@ -398,6 +394,7 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
                     pruned = outcome.pruned.len(),
                     "scheduled backup taken"
                 );
+                publish_outcome(&shared, &mut client, &outcome).await;
                 shared.record(outcome);
             }
             Ok(Err((outcome, cause))) => {
@@ -410,6 +407,7 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
                     error = outcome.error.as_deref().unwrap_or(""),
                     "scheduled backup failed"
                 );
+                publish_outcome(&shared, &mut client, &outcome).await;
                 shared.record(outcome);
                 if !force_full {
                     not_before = Instant::now() + FAILURE_BACKOFF;
@@ -424,6 +422,31 @@ async fn run_rounds(shared: Arc<Shared>, endpoint: String) {
             }
             Err(Skip::NotLeader | Skip::NothingDue) => {}
         }
+    }
+}
+
+/// Writes the repository's status after a run into the store; a failure is
+/// only a warning (the backup itself is done or failed on its own).
+async fn publish_outcome(
+    shared: &Arc<Shared>,
+    client: &mut Option<etcd_client::Client>,
+    outcome: &RunOutcome,
+) {
+    let Some(c) = client.as_mut() else {
+        tracing::warn!("backup status not published: no connection to this member");
+        return;
+    };
+    let last_run = nines_backup::status::LastRun {
+        at_ms: outcome.started_unix_secs.saturating_mul(1000),
+        ok: outcome.ok,
+        error: outcome.error.clone(),
+        duration_ms: (outcome.duration_secs * 1000.0) as u64,
+        kind: nines_backup::status::kind_name(outcome.kind).to_owned(),
+    };
+    let published =
+        crate::cmd_backup::publish_status(c, &shared.config.repo, &shared.repo, last_run).await;
+    if let Err(e) = published {
+        tracing::warn!(error = %format!("{e:#}"), "backup status not published");
     }
 }
 
@@ -593,13 +616,69 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn backups_handler(AxumState(shared): AxumState<Arc<Shared>>) -> Response {
+/// `GET /v1/backups` on every member: `{"repositories": [...]}`, the
+/// status records in the store (`nines_backup::status`); on a member that
+/// runs scheduled backups also its own view (`repo`, `schedule`,
+/// `keep_full`, `leader_runs`, `last`, `backups`).
+pub fn router(client: etcd_client::Client, scheduler: Option<&Scheduler>) -> Router {
+    Router::new()
+        .route("/v1/backups", get(backups_handler))
+        .with_state(RouteState {
+            client,
+            scheduler: scheduler.map(|s| s.shared.clone()),
+        })
+}
+
+#[derive(Clone)]
+struct RouteState {
+    client: etcd_client::Client,
+    scheduler: Option<Arc<Shared>>,
+}
+
+async fn backups_handler(AxumState(st): AxumState<RouteState>) -> Response {
+    let mut client = st.client.clone();
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        nines_backup::status::fetch_all(&mut client),
+    )
+    .await;
+    let repositories = match read {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("the store did not answer in time".to_owned()),
+    };
+    let Some(shared) = st.scheduler else {
+        return match repositories {
+            Ok(records) => Json(json!({ "repositories": records })).into_response(),
+            Err(message) => {
+                let body = json!({"error": {"code": "unavailable", "message": message}});
+                (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+            }
+        };
+    };
+    let mut body = match local_view(&shared).await {
+        Ok(view) => view,
+        Err(response) => return response,
+    };
+    match repositories {
+        Ok(records) => body["repositories"] = json!(records),
+        Err(message) => {
+            // This member's own view still answers without a quorum.
+            body["repositories"] = serde_json::Value::Null;
+            body["repositories_error"] = json!(message);
+        }
+    }
+    Json(body).into_response()
+}
+
+/// The scheduler's own view of its repository and runs.
+async fn local_view(shared: &Arc<Shared>) -> Result<serde_json::Value, Response> {
     let repo = shared.repo.clone();
     let listed = tokio::task::spawn_blocking(move || nines_backup::catalog::manifests(&repo)).await;
     let sets = match listed {
         Ok(Ok(sets)) => sets,
-        Ok(Err(e)) => return api_error("repo_unreadable", e.to_string()),
-        Err(e) => return api_error("internal", e.to_string()),
+        Ok(Err(e)) => return Err(api_error("repo_unreadable", e.to_string())),
+        Err(e) => return Err(api_error("internal", e.to_string())),
     };
     let backups: Vec<serde_json::Value> = sets
         .iter()
@@ -621,7 +700,7 @@ async fn backups_handler(AxumState(shared): AxumState<Arc<Shared>>) -> Response 
         let st = shared.state();
         (st.leader_runs, st.last.clone())
     };
-    Json(json!({
+    Ok(json!({
         "repo": shared.config.repo.display().to_string(),
         "schedule": shared.config.schedule.to_json(),
         "keep_full": shared.config.keep_full,
@@ -629,7 +708,6 @@ async fn backups_handler(AxumState(shared): AxumState<Arc<Shared>>) -> Response 
         "last": last,
         "backups": backups,
     }))
-    .into_response()
 }
 
 fn api_error(code: &'static str, message: String) -> Response {

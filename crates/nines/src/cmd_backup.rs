@@ -151,11 +151,23 @@ fn create(
             }
         };
         let opts = nines_backup::CreateOptions { kind, timeout };
-        let m = nines_backup::create_backup(&mut client, &repo, &opts, &mut progress).await?;
+        let started = std::time::Instant::now();
+        let at_ms = unix_now_ms();
+        let taken = nines_backup::create_backup(&mut client, &repo, &opts, &mut progress).await;
         if tty {
             eprintln!();
         }
-        anyhow::Ok(m)
+        let last_run = nines_backup::status::LastRun {
+            at_ms,
+            ok: taken.is_ok(),
+            error: taken.as_ref().err().map(ToString::to_string),
+            duration_ms: started.elapsed().as_millis() as u64,
+            kind: nines_backup::status::kind_name(kind).to_owned(),
+        };
+        if let Err(e) = publish_status(&mut client, repo_dir, &repo, last_run).await {
+            eprintln!("warning: the backup status was not published to the cluster: {e:#}");
+        }
+        anyhow::Ok(taken?)
     })?;
     eprintln!(
         "{} backup at revision {} ({} {}, {} leases, {} bytes)",
@@ -171,6 +183,29 @@ fn create(
         manifest.bytes()
     );
     println!("{}", manifest.id);
+    Ok(())
+}
+
+/// Writes the status of the repository at `repo_dir` (its sets and
+/// `last_run`) into the cluster under `/nines/backups/`, for the dashboard
+/// and `GET /v1/backups`; bounded to a few seconds. The caller only warns
+/// on failure: a backup never fails for its report.
+pub(crate) async fn publish_status(
+    client: &mut etcd_client::Client,
+    repo_dir: &Path,
+    repo: &LocalRepository,
+    last_run: nines_backup::status::LastRun,
+) -> anyhow::Result<()> {
+    let path = std::fs::canonicalize(repo_dir).unwrap_or_else(|_| repo_dir.to_owned());
+    let listed = repo.clone();
+    let sets = tokio::task::spawn_blocking(move || nines_backup::catalog::manifests(&listed))
+        .await
+        .context("listing the repository")?
+        .context("listing the repository")?;
+    let status = nines_backup::status::RepositoryStatus::new(&path, &sets, last_run);
+    tokio::time::timeout(Duration::from_secs(5), status.publish(client))
+        .await
+        .context("the cluster did not answer in time")??;
     Ok(())
 }
 
@@ -394,6 +429,12 @@ fn age(secs: u64) -> String {
         s if s < 172_800 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn unix_now() -> u64 {

@@ -328,10 +328,15 @@ pub fn run(args: ServerArgs) -> anyhow::Result<()> {
             routes: registry.router(),
             collectors: vec![std::sync::Arc::new(registry.metrics_collector())],
         };
-        let backup_task = match backup {
-            Some(backup) => {
-                let scheduler = crate::backup_schedule::Scheduler::new(backup)?;
-                extensions.routes = extensions.routes.merge(scheduler.router());
+        let scheduler = backup
+            .map(crate::backup_schedule::Scheduler::new)
+            .transpose()?;
+        extensions.routes = extensions.routes.merge(crate::backup_schedule::router(
+            registry.registry().client(),
+            scheduler.as_ref(),
+        ));
+        let backup_task = match scheduler {
+            Some(scheduler) => {
                 extensions
                     .collectors
                     .push(std::sync::Arc::new(scheduler.collector()));

@@ -4,7 +4,9 @@
 //! incremental after 1% of changes is small; damage to any file is found,
 //! named and refused; a crashed `create` leaves the repository as it was; a
 //! backup under write load is consistent at one revision; bad input gets a
-//! clear error and changes nothing.
+//! clear error and changes nothing. Every member lists, under
+//! `GET /v1/backups`, the chain and the last run (a failed one with its
+//! error) that `nines backup create` published into the cluster.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -958,4 +960,100 @@ async fn a_chain_taken_from_real_etcd_restores_into_nines() {
         text(&out.stderr)
     );
     assert!(!data.exists());
+}
+
+/// `GET /v1/backups` on `http`, parsed.
+async fn backups_view(http: &str) -> serde_json::Value {
+    let (status, body) = nines_testkit::http_get(http, "/v1/backups")
+        .await
+        .expect("the member answers HTTP");
+    assert_eq!(status, 200, "GET /v1/backups: {body}");
+    serde_json::from_str(&body).expect("GET /v1/backups is JSON")
+}
+
+/// The record of repository `repo` in a `GET /v1/backups` answer.
+fn repository<'a>(view: &'a serde_json::Value, repo: &Path) -> Option<&'a serde_json::Value> {
+    let path = std::fs::canonicalize(repo).expect("repo exists");
+    view["repositories"]
+        .as_array()?
+        .iter()
+        .find(|r| r["repository"].as_str() == path.to_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_member_shows_the_chain_and_the_last_run_of_a_repository() {
+    let src = source(3).await;
+    let eps = src.endpoints().join(",");
+    let mut c = client(&src.endpoints()).await;
+    let repo_dir = tempfile::tempdir().expect("tempdir");
+    let repo = repo_dir.path().join("repo");
+    let keys: Vec<usize> = (0..200).collect();
+    put_many(&mut c, &keys, 0, None).await;
+    let full = create(&eps, "full", &repo);
+    put_many(&mut c, &keys[..20], 1, None).await;
+    let incr = create(&eps, "incr", &repo);
+    let sets = list(&repo);
+
+    // Every member lists the record the command wrote through the cluster.
+    for member in &src.members {
+        let view = backups_view(&member.http).await;
+        let r = repository(&view, &repo).unwrap_or_else(|| panic!("repo listed: {view:#}"));
+        let chain = r["chain"].as_array().expect("chain");
+        assert_eq!(chain.len(), 2, "{r:#}");
+        assert_eq!(chain[0]["id"], full.as_str());
+        assert_eq!(chain[0]["kind"], "full");
+        assert!(chain[0]["parent"].is_null(), "{r:#}");
+        assert_eq!(chain[1]["id"], incr.as_str());
+        assert_eq!(chain[1]["kind"], "incremental");
+        assert_eq!(chain[1]["parent"], full.as_str());
+        for link in chain {
+            let id = link["id"].as_str().expect("id");
+            assert_eq!(link["revision"].as_i64(), Some(end_revision(&sets, id)));
+            assert_eq!(link["bytes"].as_u64(), Some(set_bytes(&sets[id])));
+            assert!(link["finished_ms"].as_u64().expect("finished") > 0);
+        }
+        let last = &r["last_run"];
+        assert_eq!(last["ok"], true, "{r:#}");
+        assert!(last["error"].is_null(), "{r:#}");
+        assert_eq!(last["kind"], "incremental");
+        assert!(last["at_ms"].as_u64().expect("at") > 0);
+        assert!(last["duration_ms"].is_u64(), "{r:#}");
+    }
+
+    // Compaction removes the history the next incremental needs: the run
+    // fails, and the record says so with the error, keeping the chain.
+    put_many(&mut c, &keys[..20], 2, None).await;
+    let now = c
+        .get("k", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision();
+    c.compact(now, None).await.expect("compact");
+    let out = nines(&[
+        "--endpoints",
+        &eps,
+        "backup",
+        "create",
+        "--kind",
+        "incr",
+        "--repo",
+        repo.to_str().expect("path"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "an incr over compacted history fails"
+    );
+    let view = backups_view(&src.members[1].http).await;
+    let r = repository(&view, &repo).unwrap_or_else(|| panic!("repo listed: {view:#}"));
+    let last = &r["last_run"];
+    assert_eq!(last["ok"], false, "{r:#}");
+    assert_eq!(last["kind"], "incremental");
+    let error = last["error"].as_str().expect("an error message");
+    assert!(
+        error.contains("full"),
+        "the error says a full is needed: {error}"
+    );
+    assert_eq!(r["chain"].as_array().map(Vec::len), Some(2), "{r:#}");
 }
