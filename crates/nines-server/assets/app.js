@@ -157,6 +157,13 @@ const TIMELINE_MS = 3600 * 1000;
 function pct(v) { return v === null || v === undefined ? "–" : v.toFixed(v >= 99.99 ? 4 : 2) + "%"; }
 function num(v, d) { return v === null || v === undefined ? "–" : v.toFixed(d); }
 
+// What gateways saw of a service's requests in a window (`requests`,
+// `failed`, `success_percent`), when any gateway reports it.
+function requestsOk(g) {
+  if (!g || !g.requests) return "no requests";
+  return pct(g.success_percent) + " of " + g.requests;
+}
+
 function timeline(r) {
   const bar = el("div", null, "timeline");
   bar.title = "last hour";
@@ -187,7 +194,7 @@ function drawAvailability(res) {
   if (!services.length) { box.className = "muted"; box.replaceChildren(el("span", "no service accounted yet")); return; }
   const table = el("table", null, "availability");
   const head = el("tr");
-  for (const h of ["Service", "Now", "1 h", "24 h", "30 d", "Nines (30 d)", "Budget left (30 d)", "Incidents", "Last hour"]) head.appendChild(el("th", h));
+  for (const h of ["Service", "Now", "1 h", "24 h", "30 d", "Nines (30 d)", "Budget left (30 d)", "Requests ok (24 h)", "Incidents", "Last hour"]) head.appendChild(el("th", h));
   const thead = el("thead"); thead.appendChild(head); table.appendChild(thead);
   const tbody = el("tbody");
   for (const r of services) {
@@ -202,6 +209,7 @@ function drawAvailability(res) {
     tr.appendChild(el("td", w("30d").nines === null || w("30d").nines === undefined ? "no downtime" : num(w("30d").nines, 2), "num"));
     const budget = w("30d").error_budget_remaining_percent;
     tr.appendChild(el("td", r.slo_percent ? num(budget, 1) + "% of " + r.slo_percent + "%" : "no SLO", budget !== null && budget !== undefined && budget < 0 ? "num health-bad" : "num"));
+    tr.appendChild(el("td", requestsOk(w("24h").gateway_requests), "num requests-ok"));
     tr.appendChild(el("td", r.incidents.length, "num"));
     const cell = el("td"); cell.appendChild(timeline(r)); tr.appendChild(cell);
     tbody.appendChild(tr);

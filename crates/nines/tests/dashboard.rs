@@ -4,11 +4,12 @@
 //! member by name, a registered service in the services and availability
 //! panels, the playground's demo service with each of its backends, the
 //! gateway panel (the demo cluster's backends up, with a request rate while
-//! the test sends traffic through the demo URL) and the backups panel; then
-//! the leader is killed with `kill -9` and the page must name the new leader
-//! within 3 s. Screenshots before and after are saved under the target
-//! directory and their paths printed. Without Chromium the test fails and
-//! says how to install it.
+//! the test sends traffic through the demo URL, and those requests counted
+//! in the availability panel) and the backups panel; then the leader is
+//! killed with `kill -9` and the page must name the new leader within 3 s.
+//! Screenshots before and after are saved under the target directory and
+//! their paths printed. Without Chromium the test fails and says how to
+//! install it.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -520,6 +521,15 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The gateway's request outcomes reach the availability panel.
+    wait_text(
+        b,
+        "#availability tr[data-service='demo'] .requests-ok",
+        Duration::from_secs(20),
+        |t| t.starts_with("100.0000% of "),
+    )
+    .await
+    .expect("the availability panel counts the demo's requests");
     b.eval("document.getElementById('gateways').scrollIntoView(); return null;")
         .await
         .expect("scroll to the gateway panel");
