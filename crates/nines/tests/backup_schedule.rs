@@ -2,7 +2,7 @@
 //! the same `--backup-*` flags on every member, only the leader takes
 //! backups (a full, then incrementals on its chain); `GET /v1/backups` and
 //! `/metrics` report the runs on the leader, and a follower says it does not
-//! run them; after `kill -9` of the leader the new leader goes on with
+//! run them but lists the chain and last run the leader published; after `kill -9` of the leader the new leader goes on with
 //! incrementals on the same chain, without a second full, and the repository
 //! verifies. When compaction removed the history the next incremental
 //! needs, the failure is reported and a full starts a new chain. Retention
@@ -308,6 +308,42 @@ async fn leader_takes_scheduled_backups_and_a_new_leader_continues_the_chain() {
     }
     let view = wait_leader_run(&cluster.members[new_leader].http, Duration::from_secs(10)).await;
     assert_eq!(view["last"]["kind"], "incr", "{view:#}");
+
+    // The leader's runs are in the store: a member that takes no backups
+    // lists the repository's chain and the last run under `repositories`.
+    let follower = (0..3)
+        .find(|&i| i != leader && i != new_leader)
+        .expect("a third member");
+    let canonical = std::fs::canonicalize(&repo).expect("repo exists");
+    let view = wait_view(
+        &cluster.members[follower].http,
+        Duration::from_secs(10),
+        "the repository's record",
+        |v| {
+            v["repositories"].as_array().is_some_and(|rs| {
+                rs.iter().any(|r| {
+                    r["repository"].as_str() == canonical.to_str()
+                        && r["last_run"]["ok"] == true
+                        && r["last_run"]["kind"] == "incremental"
+                        && r["chain"].as_array().is_some_and(|c| c.len() >= 3)
+                })
+            })
+        },
+    )
+    .await;
+    let record = view["repositories"]
+        .as_array()
+        .and_then(|rs| {
+            rs.iter()
+                .find(|r| r["repository"].as_str() == canonical.to_str())
+        })
+        .expect("the record");
+    let chain = record["chain"].as_array().expect("chain");
+    assert_eq!(chain[0]["kind"], "full", "{record:#}");
+    for pair in chain.windows(2) {
+        assert_eq!(pair[1]["parent"], pair[0]["id"], "one chain: {record:#}");
+        assert_eq!(pair[1]["kind"], "incremental", "{record:#}");
+    }
 
     stop.store(true, Ordering::Relaxed);
     let written = writer.await.expect("writer ends");
