@@ -2,8 +2,9 @@
 //! the same `--backup-*` flags on every member, only the leader takes
 //! backups (a full, then incrementals on its chain); `GET /v1/backups` and
 //! `/metrics` report the runs on the leader, and a follower says it does not
-//! run them but lists the chain and last run the leader published; after `kill -9` of the leader the new leader goes on with
-//! incrementals on the same chain, without a second full, and the repository
+//! run them but lists the chain and last run the leader published; after
+//! `kill -9` of the leader the new leader goes on with incrementals on the
+//! same chain, without a second full, and the repository
 //! verifies. When compaction removed the history the next incremental
 //! needs, the failure is reported and a full starts a new chain. Retention
 //! from the config file keeps the newest full chain. Bad schedule flags stop
