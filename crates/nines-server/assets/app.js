@@ -25,6 +25,11 @@ function bytes(n) {
   return (i === 0 ? v : v.toFixed(1)) + " " + units[i];
 }
 
+// The message of an API error body (`{"error": {"code", "message"}}`).
+function errorText(body) {
+  return body && body.error && body.error.message ? ": " + body.error.message : "";
+}
+
 function dash(v) { return v === null || v === undefined ? "–" : v; }
 
 async function getJson(path) {
@@ -296,7 +301,8 @@ function drawGatewayCluster(gateway, c, at, seen) {
     row.appendChild(el("td", b.addr, "backend-addr"));
     row.appendChild(el("td", b.state, "backend-state state-" + b.state));
     row.appendChild(el("td", perSecond(rate), "num rate"));
-    row.appendChild(el("td", latency(b.ewma_latency_us), "num"));
+    // No latency before the first response (an EWMA of 0 is no sample).
+    row.appendChild(el("td", b.requests ? latency(b.ewma_latency_us) : "–", "num"));
     const errors = (b.failures || 0) + (b.responses_5xx || 0);
     row.appendChild(el("td", errors, errors ? "num health-bad" : "num"));
     row.appendChild(el("td", dash(b.active), "num"));
@@ -313,7 +319,7 @@ function drawGateways(res) {
   const box = document.getElementById("gateways");
   const note = (text) => { box.className = "muted"; box.replaceChildren(el("span", text)); };
   if (res.status === 404) return note("no gateway reports on this member");
-  if (res.status !== 200 || !res.body) return note(res.status ? "gateways answered " + res.status : "gateways not reachable");
+  if (res.status !== 200 || !res.body) return note(res.status ? "gateways answered " + res.status + errorText(res.body) : "gateways not reachable");
   const gateways = Array.isArray(res.body.gateways) ? res.body.gateways : [];
   if (!gateways.length) return note("no gateway reporting (nines gateway --config FILE, or nines playground)");
   const seen = new Set();
@@ -338,8 +344,9 @@ function drawGateways(res) {
 
 // Backups from /v1/backups: `{"repositories": [{"repository", "chain":
 // [{"id", "kind", "parent", "finished_ms", "bytes", "revision"}],
-// "last_run": {"at_ms", "ok", "error", "duration_ms", "kind"}}]}`. A member
-// that runs scheduled backups answers with its scheduler's view (`repo`,
+// "last_run": {"at_ms", "ok", "error", "duration_ms", "kind"}}]}`, the
+// records in the store. When the store cannot be read (no quorum), a member
+// that runs scheduled backups still answers with its own view (`repo`,
 // `last`, `backups`), read here into the same form.
 const BACKUPS_EVERY = 5;
 const CHAIN_SHOWN_MAX = 40;
@@ -363,7 +370,7 @@ function schedulerView(body) {
 }
 
 function repositories(body) {
-  if (body && Array.isArray(body.repositories)) return body.repositories;
+  if (body && Array.isArray(body.repositories) && (body.repositories.length || !Array.isArray(body.backups))) return body.repositories;
   if (body && Array.isArray(body.backups)) return schedulerView(body);
   return [];
 }
@@ -429,7 +436,7 @@ function drawBackups(res) {
   const note = (text) => { box.className = "muted"; box.replaceChildren(el("span", text)); };
   const hint = "no backup yet: nines backup create --kind full --repo DIR";
   if (res.status === 404) return note(hint + " (members with --backup-repo DIR take them on a schedule)");
-  if (res.status !== 200 || !res.body) return note(res.status ? "backups answered " + res.status : "backups not reachable");
+  if (res.status !== 200 || !res.body) return note(res.status ? "backups answered " + res.status + errorText(res.body) : "backups not reachable");
   const repos = repositories(res.body);
   if (!repos.length) return note(hint);
   box.className = "";

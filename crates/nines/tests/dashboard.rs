@@ -5,8 +5,10 @@
 //! panels, the playground's demo service with each of its backends, the
 //! gateway panel (the demo cluster's backends up, with a request rate while
 //! the test sends traffic through the demo URL, and those requests counted
-//! in the availability panel) and the backups panel; then the leader is
-//! killed with `kill -9` and the page must name the new leader within 3 s.
+//! in the availability panel) and the backups panel (empty, then the chain
+//! and last run of a full and an incremental taken with `nines backup
+//! create`); then the leader is killed with `kill -9` and the page must name
+//! the new leader within 3 s.
 //! Screenshots before and after are saved under the target directory and
 //! their paths printed. Without Chromium the test fails and says how to
 //! install it.
@@ -268,6 +270,8 @@ struct Playground {
     child: Child,
     members: Vec<(String, String)>,
     dashboard: String,
+    /// The client endpoints, comma-separated.
+    endpoints: String,
     /// The demo listener's address (host:port).
     demo: String,
     /// Demo backends: (id, address, pid).
@@ -301,6 +305,7 @@ impl Playground {
             child,
             members: Vec::new(),
             dashboard: String::new(),
+            endpoints: String::new(),
             demo: String::new(),
             backends: Vec::new(),
         };
@@ -324,6 +329,9 @@ impl Playground {
             }
             if let Some(url) = line.strip_prefix("dashboard: ") {
                 p.dashboard = url.to_owned();
+            }
+            if let Some(endpoints) = line.strip_prefix("endpoints: ") {
+                p.endpoints = endpoints.to_owned();
             }
             if let Some(rest) = line.strip_prefix("demo: http://") {
                 p.demo = rest.split('/').next().unwrap_or_default().to_owned();
@@ -479,7 +487,8 @@ impl Drop for Traffic {
 /// The demo service, the gateway panel and the backups panel show what the
 /// playground runs: every demo backend passing; the playground's gateway
 /// with the demo cluster's backends (the addresses the playground printed)
-/// up, and a request rate above zero while traffic flows; no backup yet.
+/// up, and a request rate above zero while traffic flows, counted in the
+/// availability panel; no backup yet, then the chain of two taken here.
 async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
     let ids: Vec<&str> = playground.backends.iter().map(|x| x.0.as_str()).collect();
     assert_eq!(
@@ -530,6 +539,12 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
     )
     .await
     .expect("the availability panel counts the demo's requests");
+    wait_text(b, "#backups", Duration::from_secs(10), |t| {
+        t.contains("no backup yet")
+    })
+    .await
+    .expect("the backups panel says there is no backup yet");
+    check_backups_panel(b, &playground.endpoints).await;
     b.eval("document.getElementById('gateways').scrollIntoView(); return null;")
         .await
         .expect("scroll to the gateway panel");
@@ -540,11 +555,66 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
     b.eval("window.scrollTo(0, 0); return null;")
         .await
         .expect("scroll back");
-    wait_text(b, "#backups", Duration::from_secs(10), |t| {
-        t.contains("no backup yet")
-    })
-    .await
-    .expect("the backups panel says there is no backup yet");
+}
+
+/// Takes a full then an incremental backup of the playground's cluster with
+/// `nines backup create`; the backups panel must show the chain (one full,
+/// one incremental, both listed) and the last run as ok.
+async fn check_backups_panel(b: &Browser, endpoints: &str) {
+    let repo = tempfile::tempdir().expect("repository dir");
+    let mut ids = Vec::new();
+    for kind in ["full", "incr"] {
+        let mut command = Command::new(exe());
+        command
+            .args(["backup", "create", "--kind", kind, "--repo"])
+            .arg(repo.path())
+            .args(["--endpoints", endpoints]);
+        let out = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("join")
+            .expect("nines backup create runs");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "backup create --kind {kind}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ids.push(stdout.lines().last().unwrap_or_default().trim().to_owned());
+    }
+    // The record names the repository by its canonical path.
+    let path = repo.path().canonicalize().expect("repository path");
+    let selector = format!(
+        "#backups .repository[data-repository={}]",
+        json!(path.display().to_string())
+    );
+    let script = format!(
+        "const r = document.querySelector({}); if (!r) return null; \
+         return {{ full: r.querySelectorAll('.chain .set.full').length, \
+           incremental: r.querySelectorAll('.chain .set.incremental').length, \
+           listed: Array.from(r.querySelectorAll('tr.set-row')).map(e => e.dataset.id), \
+           last: r.querySelector('.last-run').textContent }};",
+        json!(selector)
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = b.eval(&script).await.expect("backups panel");
+        let listed: Vec<String> = serde_json::from_value(v["listed"].clone()).unwrap_or_default();
+        if v["full"] == json!(1)
+            && v["incremental"] == json!(1)
+            && ids.iter().all(|id| listed.contains(id))
+            && v["last"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("Last run: ok"))
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backups panel shows {v} for sets {ids:?}: {:?}",
+            b.text_of("#backups").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
