@@ -3,18 +3,16 @@
 //!
 //! Everything here is lock-free on the request path except the idle pool's
 //! short mutex. Health checkers, passive outlier detection and the balancers
-//! read and write the atomics; nothing here opens sockets (see `pool`).
+//! read and write the atomics; nothing here opens sockets (see `upstream`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1::SendRequest;
-
-use crate::body::UpBody;
 use crate::hash::hash_bytes;
 use crate::metrics::ShardedCounter;
+use crate::upstream::Connection;
 use crate::worker::{current, POOL_SLOTS};
 
 /// Most idle connections kept per backend.
@@ -79,7 +77,7 @@ pub struct Backend {
     slow_start_ms: AtomicU64,
     /// Live counters.
     pub counters: BackendCounters,
-    idle: [Mutex<Vec<SendRequest<UpBody>>>; POOL_SLOTS],
+    idle: [Mutex<Vec<Connection>>; POOL_SLOTS],
 }
 
 impl Backend {
@@ -246,30 +244,24 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Takes an idle connection of the calling worker's pool, if any.
-    pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle[current() % POOL_SLOTS]
+    /// Takes the most recently pooled idle connection of the calling
+    /// worker's pool, if any (the caller checks that it is still usable).
+    pub fn take_idle(&self) -> Option<Connection> {
+        self.idle[current() % POOL_SLOTS]
             .lock()
-            .expect("idle pool lock is never poisoned");
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
-                return Some(sender);
-            }
-        }
-        None
+            .expect("idle pool lock is never poisoned")
+            .pop()
     }
 
     /// Returns a connection to the calling worker's idle pool (the worker
-    /// whose runtime drives the connection, since leases end on that worker).
-    pub fn put_idle(&self, sender: SendRequest<UpBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// whose event loop its socket is registered with, since a lease ends on
+    /// the worker that opened or took its connection).
+    pub fn put_idle(&self, connection: Connection) {
         let mut idle = self.idle[current() % POOL_SLOTS]
             .lock()
             .expect("idle pool lock is never poisoned");
         if idle.len() < IDLE_CONNECTIONS_MAX {
-            idle.push(sender);
+            idle.push(connection);
         }
     }
 

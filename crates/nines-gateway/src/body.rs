@@ -1,8 +1,10 @@
 //! Body types of the data path. [`UpBody`] is what the gateway sends to a
-//! backend; [`ProxyBody`] is what it answers a client with: a backend's
-//! streamed body holding a [`Lease`] on the backend, or a small body the
-//! gateway made itself. The lease ends (and the upstream connection returns
-//! to the pool) exactly when the backend's body has been read to its end.
+//! backend over a dedicated (upgrade) hyper connection; [`ProxyBody`] is what
+//! it answers a client with: a backend's body read straight from a pooled
+//! [`Connection`] while holding a [`Lease`] on the backend, a dedicated
+//! connection's hyper body, or a small body the gateway made itself. The
+//! lease ends (and a pooled connection returns to the pool) exactly when the
+//! backend's body has been read to its end.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,9 +17,10 @@ use hyper::client::conn::http1::SendRequest;
 
 use crate::backend::Backend;
 use crate::cluster::Cluster;
+use crate::upstream::{BodyFraming, Connection, ResponseHead, UpstreamError};
 
-/// A request body sent to a backend: buffered (and so replayable for retries)
-/// or streamed from the client under the listener's size limit.
+/// A request body sent over a dedicated hyper connection: buffered or
+/// streamed from the client under the listener's size limit.
 pub type UpBody = Either<Full<Bytes>, Limited<Incoming>>;
 
 /// One request in flight on a backend. Dropping it ends the request; with a
@@ -26,7 +29,7 @@ pub type UpBody = Either<Full<Bytes>, Limited<Incoming>>;
 pub struct Lease {
     backend: Arc<Backend>,
     cluster: Arc<Cluster>,
-    connection: Option<SendRequest<UpBody>>,
+    connection: Option<Connection>,
 }
 
 impl Lease {
@@ -46,7 +49,7 @@ impl Lease {
     }
 
     /// Keeps a connection to return to the pool when the lease ends.
-    pub fn keep_connection(&mut self, connection: SendRequest<UpBody>) {
+    pub fn keep_connection(&mut self, connection: Connection) {
         self.connection = Some(connection);
     }
 }
@@ -66,14 +69,26 @@ impl Drop for Lease {
 /// A response body sent to a client.
 #[derive(Debug)]
 pub enum ProxyBody {
-    /// A backend's body, with the lease it holds until its end.
+    /// A backend's body on a pooled connection, with the lease it holds
+    /// until its end.
     Upstream {
-        /// The backend's body.
-        inner: Incoming,
+        /// The connection the body is read from; `None` once it ended.
+        connection: Option<Connection>,
+        /// How much of the body is left.
+        framing: BodyFraming,
+        /// Whether the connection may be pooled after the body.
+        keep_alive: bool,
         /// Released at the end of the body.
         lease: Option<Lease>,
-        /// Pooled again only if the body is read to its end.
-        connection: Option<SendRequest<UpBody>>,
+    },
+    /// A dedicated connection's body (an upgrade the backend refused).
+    Dedicated {
+        /// The backend's body.
+        inner: Incoming,
+        /// Released when the body is dropped.
+        lease: Lease,
+        /// Kept so the connection lives as long as its body.
+        sender: SendRequest<UpBody>,
     },
     /// A body the gateway made (errors, admin answers).
     Full(Option<Bytes>),
@@ -90,60 +105,66 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    /// Wraps a backend body; an already finished body releases the lease now.
-    pub fn upstream(
-        inner: Incoming,
-        mut lease: Lease,
-        connection: SendRequest<UpBody>,
-    ) -> ProxyBody {
-        if inner.is_end_stream() {
-            lease.keep_connection(connection);
-            return ProxyBody::Upstream {
-                inner,
-                lease: None,
-                connection: None,
-            };
+    /// The body of `head`, read from `connection`; a response without a
+    /// body releases the lease and pools the connection now.
+    pub fn upstream(head: &ResponseHead, connection: Connection, mut lease: Lease) -> ProxyBody {
+        if head.framing.is_done() {
+            if let Some(connection) = connection.release(head.keep_alive) {
+                lease.keep_connection(connection);
+            }
+            return ProxyBody::Full(None);
         }
         ProxyBody::Upstream {
-            inner,
-            lease: Some(lease),
             connection: Some(connection),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            lease: Some(lease),
         }
     }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = UpstreamError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamError>>> {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Dedicated { inner, .. } => Pin::new(inner)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(UpstreamError::from))),
             ProxyBody::Upstream {
-                inner,
-                lease,
                 connection,
+                framing,
+                keep_alive,
+                lease,
             } => {
-                let polled = Pin::new(&mut *inner).poll_frame(cx);
-                let finished = match &polled {
-                    Poll::Ready(None) => true,
-                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
-                    Poll::Ready(Some(Err(_))) => {
+                let Some(open) = connection.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                let polled = open.poll_body(cx, framing);
+                let piece = match polled {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(error)) => {
+                        // A broken body: the connection is dropped, not pooled.
                         connection.take();
                         lease.take();
-                        false
+                        return Poll::Ready(Some(Err(error)));
                     }
-                    Poll::Pending => false,
+                    Poll::Ready(Ok(piece)) => piece,
                 };
-                if finished {
-                    if let (Some(mut lease), Some(connection)) = (lease.take(), connection.take()) {
-                        lease.keep_connection(connection);
+                if piece.is_none() || framing.is_done() {
+                    let finished = connection.take().expect("checked above");
+                    if let (Some(mut lease), Some(reusable)) =
+                        (lease.take(), finished.release(*keep_alive))
+                    {
+                        lease.keep_connection(reusable);
                     }
                 }
-                polled
+                Poll::Ready(piece.map(|b| Ok(Frame::data(b))))
             }
         }
     }
@@ -151,7 +172,12 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Dedicated { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Upstream {
+                connection,
+                framing,
+                ..
+            } => connection.is_none() || framing.is_done(),
         }
     }
 
@@ -159,7 +185,12 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream { inner, .. } => inner.size_hint(),
+            ProxyBody::Dedicated { inner, .. } => inner.size_hint(),
+            ProxyBody::Upstream {
+                framing: BodyFraming::Length(left),
+                ..
+            } => SizeHint::with_exact(*left),
+            ProxyBody::Upstream { .. } => SizeHint::default(),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod server;
 pub mod source;
 pub mod stream;
+pub mod upstream;
 pub mod worker;
 
 pub use config::{Config, ConfigError};

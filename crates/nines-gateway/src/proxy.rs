@@ -15,7 +15,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -29,6 +29,7 @@ use crate::config::{HashKey, RouteConfig};
 use crate::hash::{hash_bytes, hash_ip};
 use crate::metrics::{ListenerMetrics, RequestStats};
 use crate::stream::SendStream;
+use crate::upstream::{Connection, ResponseHead, UpstreamError, WireRequest};
 
 /// Request bodies up to this size are buffered so they can be replayed on retry.
 pub const REPLAY_BODY_BYTES_MAX: u64 = 64 * 1024;
@@ -408,12 +409,21 @@ enum Failure {
     Timeout,
 }
 
-/// Opens a new upstream HTTP/1.1 connection to `backend`.
-async fn connect(
-    backend: &Backend,
-    limit: Duration,
-    upgrades: bool,
-) -> Option<SendRequest<UpBody>> {
+/// Opens a pooled-kind upstream connection to `backend`.
+async fn open(backend: &Backend, limit: Duration) -> Option<Connection> {
+    let connection = tokio::time::timeout(limit, Connection::open(backend.addr))
+        .await
+        .ok()?
+        .ok()?;
+    backend
+        .counters
+        .connections_opened
+        .fetch_add(1, Ordering::Relaxed);
+    Some(connection)
+}
+
+/// Opens a dedicated hyper connection for an upgrade, its I/O driven by a task of its own.
+async fn connect_dedicated(backend: &Backend, limit: Duration) -> Option<SendRequest<UpBody>> {
     let stream = tokio::time::timeout(limit, TcpStream::connect(backend.addr))
         .await
         .ok()?
@@ -423,11 +433,7 @@ async fn connect(
         .handshake(TokioIo::new(SendStream::new(stream)))
         .await
         .ok()?;
-    if upgrades {
-        tokio::spawn(connection.with_upgrades());
-    } else {
-        tokio::spawn(connection);
-    }
+    tokio::spawn(connection.with_upgrades());
     backend
         .counters
         .connections_opened
@@ -436,11 +442,11 @@ async fn connect(
 }
 
 /// An idle pooled connection that is still usable, if any.
-async fn take_ready(backend: &Backend) -> Option<SendRequest<UpBody>> {
+fn take_ready(backend: &Backend) -> Option<Connection> {
     for _ in 0..crate::backend::IDLE_CONNECTIONS_MAX {
-        let mut sender = backend.take_idle()?;
-        if sender.is_ready() || sender.ready().await.is_ok() {
-            return Some(sender);
+        let connection = backend.take_idle()?;
+        if connection.is_idle_usable() {
+            return Some(connection);
         }
     }
     None
@@ -537,9 +543,11 @@ async fn forward(
     } else {
         stream = Some(Limited::new(body, body_bytes_max as usize));
     }
+    // The head is serialized once: every attempt sends the same bytes.
+    let wire = WireRequest::encode(&parts, replay.as_ref());
+    drop(parts);
     let attempts = (policy.attempts as usize).clamp(1, ATTEMPTS_MAX);
     let mut tried: [usize; ATTEMPTS_MAX] = [usize::MAX; ATTEMPTS_MAX];
-    let mut head = Some(parts);
     let mut last_failure = None;
     let mut last_response: Option<Response<ProxyBody>> = None;
     for attempt in 0..attempts {
@@ -560,11 +568,11 @@ async fn forward(
         tried[attempt] = index;
         let lease = Lease::new(backend, Arc::clone(cluster));
         let backend: &Backend = lease.backend();
-        let sender = match take_ready(backend).await {
-            Some(sender) => Some(sender),
-            None => connect(backend, cluster.connect_timeout, false).await,
+        let connection = match take_ready(backend) {
+            Some(connection) => Some(connection),
+            None => open(backend, cluster.connect_timeout).await,
         };
-        let Some(mut sender) = sender else {
+        let Some(mut connection) = connection else {
             record_failure(cluster, backend);
             last_failure = Some(Failure::Connect);
             if policy.on_connect_failure || attempt == 0 {
@@ -573,32 +581,17 @@ async fn forward(
             break;
         };
         let last = attempt + 1 == attempts;
-        let body: UpBody = match (&replay, stream.take()) {
-            (Some(bytes), _) => Either::Left(Full::new(bytes.clone())),
-            (None, Some(streamed)) => Either::Right(streamed),
-            (None, None) => break,
-        };
-        let parts_for_send = if last || replay.is_none() {
-            head.take()
-        } else {
-            None
-        };
-        let request = match parts_for_send {
-            Some(parts) => Request::from_parts(parts, body),
-            None => {
-                let template =
-                    clone_head(head.as_ref().expect("head is kept while retries remain"));
-                let (p, ()) = template.into_parts();
-                Request::from_parts(p, body)
-            }
-        };
+        let body = stream.take();
+        if replay.is_none() && body.is_none() {
+            break;
+        }
         let sent_at = Instant::now();
         let outcome = tokio::time::timeout(
             cluster.response_timeout,
-            send_fresh_on_stale(backend, cluster, &mut sender, request),
+            exchange(backend, cluster, &mut connection, &wire, body),
         )
         .await;
-        let response = match outcome {
+        let head = match outcome {
             Err(_) => {
                 record_failure(cluster, backend);
                 last_failure = Some(Failure::Timeout);
@@ -607,7 +600,7 @@ async fn forward(
                 }
                 break;
             }
-            Ok(Err(())) => {
+            Ok(Err(_)) => {
                 record_failure(cluster, backend);
                 last_failure = Some(Failure::Reset);
                 if policy.on_reset && idempotent && replay.is_some() {
@@ -615,11 +608,11 @@ async fn forward(
                 }
                 break;
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(head)) => head,
         };
         let now = now_ms();
         backend.observe_latency(sent_at.elapsed(), now);
-        let status = response.status().as_u16();
+        let status = head.parts.status.as_u16();
         if status >= 500 {
             backend
                 .counters
@@ -631,16 +624,17 @@ async fn forward(
         } else {
             backend.record_success();
         }
-        let (mut response_parts, incoming) = response.into_parts();
-        strip_response_hop_headers(&mut response_parts.headers);
-        if let Some(name) = sticky_cookie.filter(|_| sticky != Some(backend.id)) {
-            let value = format!("{name}={:016x}; Path=/; HttpOnly", backend.id);
+        let backend_id = backend.id;
+        let body = ProxyBody::upstream(&head, connection, lease);
+        let ResponseHead { mut parts, .. } = head;
+        strip_response_hop_headers(&mut parts.headers);
+        if let Some(name) = sticky_cookie.filter(|_| sticky != Some(backend_id)) {
+            let value = format!("{name}={backend_id:016x}; Path=/; HttpOnly");
             if let Ok(value) = HeaderValue::from_str(&value) {
-                response_parts.headers.append(header::SET_COOKIE, value);
+                parts.headers.append(header::SET_COOKIE, value);
             }
         }
-        let response =
-            Response::from_parts(response_parts, ProxyBody::upstream(incoming, lease, sender));
+        let response = Response::from_parts(parts, body);
         if status >= 500
             && !last
             && idempotent
@@ -663,27 +657,30 @@ async fn forward(
     }
 }
 
-/// Sends on `sender`; when a pooled connection turns out closed before the
-/// request was written, sends again on a fresh connection to the same backend
-/// (nothing reached the backend, so this is not a retry).
-async fn send_fresh_on_stale(
+/// Sends `wire` (and a streamed body) on `connection` and reads the response
+/// head. When a pooled connection turns out closed as the request is
+/// written, sends again on a fresh connection to the same backend (nothing
+/// reached the backend, so this is not a retry).
+async fn exchange(
     backend: &Backend,
     cluster: &Cluster,
-    sender: &mut SendRequest<UpBody>,
-    request: Request<UpBody>,
-) -> Result<Response<Incoming>, ()> {
-    match sender.try_send_request(request).await {
-        Ok(response) => Ok(response),
-        Err(mut error) => {
-            let Some(request) = error.take_message() else {
-                return Err(());
-            };
-            *sender = connect(backend, cluster.connect_timeout, false)
-                .await
-                .ok_or(())?;
-            sender.send_request(request).await.map_err(|_| ())
+    connection: &mut Connection,
+    wire: &WireRequest,
+    body: Option<Limited<Incoming>>,
+) -> Result<ResponseHead, UpstreamError> {
+    if let Err(error) = connection.write_all(&wire.bytes).await {
+        if !connection.is_reused() {
+            return Err(error.into());
         }
+        *connection = open(backend, cluster.connect_timeout)
+            .await
+            .ok_or(UpstreamError::Closed)?;
+        connection.write_all(&wire.bytes).await?;
     }
+    if let Some(mut body) = body {
+        connection.send_body(&mut body, wire.chunked).await?;
+    }
+    connection.read_head(&wire.method).await
 }
 
 fn record_failure(cluster: &Cluster, backend: &Backend) {
@@ -750,7 +747,7 @@ async fn upgrade(
             break;
         };
         tried.push(index);
-        let Some(mut sender) = connect(&backend, cluster.connect_timeout, true).await else {
+        let Some(mut sender) = connect_dedicated(&backend, cluster.connect_timeout).await else {
             record_failure(cluster, &backend);
             continue;
         };
@@ -769,10 +766,14 @@ async fn upgrade(
         };
         backend.record_success();
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (response_parts, incoming) = response.into_parts();
+            let (response_parts, inner) = response.into_parts();
             return Response::from_parts(
                 response_parts,
-                ProxyBody::upstream(incoming, lease, sender),
+                ProxyBody::Dedicated {
+                    inner,
+                    lease,
+                    sender,
+                },
             );
         }
         let upstream_upgrade = hyper::upgrade::on(&mut response);
