@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
-use crate::gateway_report::{Outcomes, BUCKET_MS};
+use crate::gateway_report::{Outcomes, Resolution};
 use crate::store::{now_ms, Registry};
 
 /// Transitions: `EVENTS SERVICE/AT_MS` (20 digits) = [`Transition`] JSON.
@@ -468,15 +468,25 @@ pub fn report(
 }
 
 /// Fills each window's request-based figures of `report` from gateway
-/// `buckets` (start ms, outcomes; any order): a bucket counts in a window
-/// when any part of its minute falls within it.
-pub fn attach_requests(report: &mut ServiceReport, buckets: &[(u64, Outcomes)]) {
+/// buckets (start ms, outcomes; any order): minute buckets for windows up
+/// to 24 h, hour buckets beyond. A bucket counts in a window when any part
+/// of it falls within it.
+pub fn attach_requests(
+    report: &mut ServiceReport,
+    minutes: &[(u64, Outcomes)],
+    hours: &[(u64, Outcomes)],
+) {
     let now = report.now_ms;
     for (window, &(_, length_ms)) in report.windows.iter_mut().zip(WINDOWS.iter()) {
+        let resolution = Resolution::for_window(length_ms);
+        let buckets = match resolution {
+            Resolution::Minute => minutes,
+            Resolution::Hour => hours,
+        };
         let from = now.saturating_sub(length_ms);
         let mut sum = Outcomes::default();
         for &(start, outcomes) in buckets {
-            if start + BUCKET_MS > from && start <= now {
+            if start + resolution.length_ms() > from && start <= now {
                 sum.add(outcomes);
             }
         }
@@ -566,16 +576,26 @@ pub async fn fetch_report(
 ) -> Result<Option<ServiceReport>, etcd_client::Error> {
     let now = now_ms();
     let (events, truncated) = read_events(registry, service).await?;
-    let longest_ms = WINDOWS[WINDOWS.len() - 1].1;
-    let buckets =
-        crate::gateway_report::fetch_buckets(registry, service, now.saturating_sub(longest_ms))
-            .await?;
-    if events.is_empty() && buckets.is_empty() {
+    let mut buckets = Vec::new();
+    for resolution in Resolution::ALL {
+        // From the start of the longest window this resolution serves.
+        let longest_ms = WINDOWS
+            .iter()
+            .map(|&(_, length_ms)| length_ms)
+            .filter(|&length_ms| Resolution::for_window(length_ms) == resolution)
+            .max()
+            .unwrap_or(0);
+        let from = now.saturating_sub(longest_ms);
+        buckets
+            .push(crate::gateway_report::fetch_buckets(registry, service, resolution, from).await?);
+    }
+    let (minutes, hours) = (&buckets[0], &buckets[1]);
+    if events.is_empty() && minutes.is_empty() && hours.is_empty() {
         return Ok(None);
     }
     let slo = read_slo(registry, service).await?;
     let mut r = report(service, &events, slo, now, truncated);
-    attach_requests(&mut r, &buckets);
+    attach_requests(&mut r, minutes, hours);
     Ok(Some(r))
 }
 
@@ -766,41 +786,25 @@ mod tests {
             target_percent: 99.0,
         });
         let mut r = report("web", &[t(true, 0)], slo, now, false);
-        let minute = |ago: u64| crate::gateway_report::bucket_start(now - ago);
-        let buckets = [
+        let minute = |ago: u64| Resolution::Minute.start(now - ago);
+        let hour = |ago: u64| Resolution::Hour.start(now - ago);
+        let o = |requests, failed| Outcomes { requests, failed };
+        let minutes = [
             // The current minute and one 30 minutes ago: in every window.
-            (
-                minute(0),
-                Outcomes {
-                    requests: 100,
-                    failed: 2,
-                },
-            ),
-            (
-                minute(30 * 60_000),
-                Outcomes {
-                    requests: 100,
-                    failed: 0,
-                },
-            ),
+            (minute(0), o(100, 2)),
+            (minute(30 * 60_000), o(100, 0)),
             // Two hours ago: not in the last hour.
-            (
-                minute(2 * H),
-                Outcomes {
-                    requests: 800,
-                    failed: 0,
-                },
-            ),
-            // Three days ago: only in 7 d and 30 d.
-            (
-                minute(72 * H),
-                Outcomes {
-                    requests: 1000,
-                    failed: 1000,
-                },
-            ),
+            (minute(2 * H), o(800, 0)),
+            // Older than a day: hour buckets only.
+            (minute(30 * H), o(5, 5)),
         ];
-        attach_requests(&mut r, &buckets);
+        let hours = [
+            (hour(0), o(200, 2)),
+            (hour(2 * H), o(800, 0)),
+            // Three days ago: only in 7 d and 30 d.
+            (hour(72 * H), o(1000, 1000)),
+        ];
+        attach_requests(&mut r, &minutes, &hours);
         let hour = &r.windows[0].gateway_requests;
         assert_eq!((hour.requests, hour.failed), (200, 2));
         assert!((hour.success_percent.expect("requests") - 99.0).abs() < 1e-9);
@@ -817,7 +821,7 @@ mod tests {
     #[test]
     fn no_requests_means_no_request_figures() {
         let mut r = report("web", &[t(true, 0)], None, H, false);
-        attach_requests(&mut r, &[]);
+        attach_requests(&mut r, &[], &[]);
         let w = &r.windows[0].gateway_requests;
         assert_eq!(w.requests, 0);
         assert_eq!(w.success_percent, None);

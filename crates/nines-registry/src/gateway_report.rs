@@ -1,9 +1,11 @@
 //! A gateway reports to the store: its status (clusters, backends and their
 //! counters) under `/nines/gateways/NAME` on a short lease it keeps alive,
 //! so a dead gateway disappears by itself, and the outcomes of the requests
-//! it proxied per service and per minute under
-//! `/nines/availability/requests/SERVICE/MINUTE_MS/GATEWAY`
-//! (`{"requests", "failed"}`), which the availability report reads. A
+//! it proxied per service, per minute and per hour under
+//! `/nines/availability/requests/SERVICE/{m,h}/START_MS/GATEWAY`
+//! (`{"requests", "failed"}`), which the availability report reads: minutes
+//! (kept 2 days) for its 1 h and 24 h windows, hours (kept 31 days) for 7 d
+//! and 30 d, so a report reads a few thousand keys, not 43 200 per gateway. A
 //! cluster fed by a registry service is counted under the service's name,
 //! any other under its own name.
 //!
@@ -14,13 +16,14 @@
 //! cluster's backends' counters are used: attempts, and attempts that failed
 //! or answered 5xx. Counters are cumulative; the reporter turns them into
 //! deltas ([`DeltaTracker`], robust to a counter that starts over) and adds
-//! them to the current minute's bucket ([`Buckets`]). A bucket key holds the
-//! minute's total, so rewriting it is idempotent and a failed write is simply
-//! retried; after a restart the first minute's stored total is read back
-//! before it is rewritten. Each publish period is one transaction: the status,
-//! the changed buckets, the first sighting of a service and, every ten
-//! minutes, the deletion of buckets older than 30 days. This module only
-//! reads the gateway; it never changes its state.
+//! them to the current minute's and hour's buckets ([`Buckets`]). A bucket
+//! key holds the bucket's total, so rewriting it is idempotent and a failed
+//! write is simply retried; after a restart the stored totals of the buckets
+//! the run started in are read back before they are rewritten. Each publish
+//! period is one transaction: the status, the changed buckets, the first
+//! sighting of a service and, every ten minutes, the deletion of buckets past
+//! their retention. This module only reads the gateway; it never changes its
+//! state.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
@@ -43,14 +46,10 @@ use crate::store::{now_ms, prefix_end, Registry};
 
 /// Gateway status: `GATEWAYS NAME` = `{"name", "updated_ms", "clusters"}`.
 pub const GATEWAYS: &str = "/nines/gateways/";
-/// Request buckets: `REQUESTS SERVICE/MINUTE_MS/GATEWAY` = [`Outcomes`].
+/// Request buckets: `REQUESTS SERVICE/{m,h}/START_MS/GATEWAY` = [`Outcomes`].
 pub const REQUESTS: &str = "/nines/availability/requests/";
 /// Services that ever had gateway traffic: `REQUEST_SERVICES SERVICE` = "".
 pub const REQUEST_SERVICES: &str = "/nines/availability/request-services/";
-/// The length of one bucket.
-pub const BUCKET_MS: u64 = 60_000;
-/// Buckets older than this are deleted.
-pub const RETENTION_MS: u64 = 30 * 86_400_000;
 /// How often a gateway publishes.
 pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 /// TTL of the status key's lease: a gateway silent this long disappears.
@@ -73,7 +72,95 @@ const GATEWAYS_LISTED_MAX: i64 = 1000;
 const NAME_BYTES_MAX: usize = 128;
 
 const _: () = assert!(STATUS_LEASE_TTL_SECS as u64 > 2 * PUBLISH_PERIOD.as_secs());
-const _: () = assert!(RETENTION_MS.is_multiple_of(BUCKET_MS));
+const _: () = assert!(Resolution::Hour.retention_ms() > 30 * 86_400_000);
+const _: () = assert!(Resolution::Minute.retention_ms() > 86_400_000);
+
+/// The two sizes of bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Resolution {
+    /// One minute, kept 2 days: the 1 h and 24 h windows.
+    Minute,
+    /// One hour, kept 31 days: the 7 d and 30 d windows.
+    Hour,
+}
+
+impl Resolution {
+    /// Both resolutions; every request counts in one bucket of each.
+    pub const ALL: [Resolution; 2] = [Resolution::Minute, Resolution::Hour];
+
+    /// The length of a bucket.
+    pub const fn length_ms(self) -> u64 {
+        match self {
+            Resolution::Minute => 60_000,
+            Resolution::Hour => 3_600_000,
+        }
+    }
+
+    /// How long buckets are kept.
+    pub const fn retention_ms(self) -> u64 {
+        match self {
+            Resolution::Minute => 2 * 86_400_000,
+            Resolution::Hour => 31 * 86_400_000,
+        }
+    }
+
+    /// The start of the bucket holding `at_ms`.
+    pub fn start(self, at_ms: u64) -> u64 {
+        at_ms - at_ms % self.length_ms()
+    }
+
+    /// The resolution a report window of `length_ms` is summed from.
+    pub fn for_window(length_ms: u64) -> Resolution {
+        if length_ms <= 86_400_000 {
+            Resolution::Minute
+        } else {
+            Resolution::Hour
+        }
+    }
+
+    fn tag(self) -> &'static str {
+        match self {
+            Resolution::Minute => "m",
+            Resolution::Hour => "h",
+        }
+    }
+}
+
+/// One bucket of one service.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BucketId {
+    /// The service (or cluster) name.
+    pub service: String,
+    /// Its size.
+    pub resolution: Resolution,
+    /// Its start, ms since the Unix epoch.
+    pub start_ms: u64,
+}
+
+impl BucketId {
+    /// The bucket of `resolution` holding `at_ms`.
+    pub fn at(service: &str, resolution: Resolution, at_ms: u64) -> BucketId {
+        BucketId {
+            service: service.to_owned(),
+            resolution,
+            start_ms: resolution.start(at_ms),
+        }
+    }
+
+    /// Its key for `gateway`.
+    pub fn key(&self, gateway: &str) -> String {
+        format!(
+            "{}{:020}/{gateway}",
+            bucket_prefix(&self.service, self.resolution),
+            self.start_ms
+        )
+    }
+}
+
+/// The prefix of `service`'s buckets of `resolution`.
+pub fn bucket_prefix(service: &str, resolution: Resolution) -> String {
+    format!("{REQUESTS}{service}/{}/", resolution.tag())
+}
 
 /// Requests and how many of them failed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,16 +182,6 @@ impl Outcomes {
     pub fn is_zero(&self) -> bool {
         self.requests == 0 && self.failed == 0
     }
-}
-
-/// The start of the bucket holding `at_ms`.
-pub fn bucket_start(at_ms: u64) -> u64 {
-    at_ms - at_ms % BUCKET_MS
-}
-
-/// The key of `gateway`'s bucket of `service` starting at `start_ms`.
-pub fn bucket_key(service: &str, start_ms: u64, gateway: &str) -> String {
-    format!("{REQUESTS}{service}/{start_ms:020}/{gateway}")
 }
 
 /// `name` as it may appear in a key: ASCII letters, digits, `-`, `_`, `.`
@@ -164,55 +241,55 @@ impl DeltaTracker {
     }
 }
 
-/// Per-(service, bucket start) totals of one gateway, and which of them
-/// changed since they were last written.
+/// The totals of one gateway's buckets, and which of them changed since
+/// they were last written.
 #[derive(Debug, Default)]
 pub struct Buckets {
-    totals: BTreeMap<(String, u64), Outcomes>,
-    dirty: BTreeSet<(String, u64)>,
+    totals: BTreeMap<BucketId, Outcomes>,
+    dirty: BTreeSet<BucketId>,
 }
 
 impl Buckets {
-    /// Adds `delta` to `service`'s bucket holding `at_ms`.
+    /// Adds `delta` to `service`'s buckets (one per resolution) holding `at_ms`.
     pub fn add(&mut self, service: &str, at_ms: u64, delta: Outcomes) {
         if delta.is_zero() {
             return;
         }
-        let key = (service.to_owned(), bucket_start(at_ms));
-        self.totals.entry(key.clone()).or_default().add(delta);
-        self.dirty.insert(key);
+        for resolution in Resolution::ALL {
+            let id = BucketId::at(service, resolution, at_ms);
+            self.totals.entry(id.clone()).or_default().add(delta);
+            self.dirty.insert(id);
+        }
     }
 
     /// Adds a total read back from the store (a previous run's share).
-    pub fn seed(&mut self, service: &str, start_ms: u64, stored: Outcomes) {
-        let key = (service.to_owned(), start_ms);
-        self.totals.entry(key).or_default().add(stored);
+    pub fn seed(&mut self, id: &BucketId, stored: Outcomes) {
+        self.totals.entry(id.clone()).or_default().add(stored);
     }
 
-    /// Up to `max` changed buckets with their totals, oldest first.
-    pub fn changed(&self, max: usize) -> Vec<((String, u64), Outcomes)> {
+    /// Up to `max` changed buckets with their totals, in key order.
+    pub fn changed(&self, max: usize) -> Vec<(BucketId, Outcomes)> {
         self.dirty
             .iter()
             .take(max)
-            .map(|key| (key.clone(), self.totals[key]))
+            .map(|id| (id.clone(), self.totals[id]))
             .collect()
     }
 
-    /// Marks `written` as stored and forgets buckets before the one holding
-    /// `now_ms` that are stored (a bucket ends when its minute does). Holds
-    /// at most [`BUCKETS_HELD_MAX`] unwritten buckets, dropping the oldest.
-    pub fn written(&mut self, written: &[(String, u64)], now_ms: u64) {
-        for key in written {
-            self.dirty.remove(key);
+    /// Marks `written` as stored and forgets stored buckets that ended
+    /// before `now_ms`. Holds at most [`BUCKETS_HELD_MAX`] unwritten
+    /// buckets, dropping the oldest.
+    pub fn written(&mut self, written: &[BucketId], now_ms: u64) {
+        for id in written {
+            self.dirty.remove(id);
         }
-        let current = bucket_start(now_ms);
         self.totals
-            .retain(|key, _| key.1 >= current || self.dirty.contains(key));
+            .retain(|id, _| id.start_ms >= id.resolution.start(now_ms) || self.dirty.contains(id));
         while self.dirty.len() > BUCKETS_HELD_MAX {
             let oldest = self
                 .dirty
                 .iter()
-                .min_by_key(|k| k.1)
+                .min_by_key(|id| id.start_ms)
                 .cloned()
                 .expect("non-empty");
             self.dirty.remove(&oldest);
@@ -305,7 +382,7 @@ pub fn spawn(
         cluster_totals: HashMap::new(),
         lease: None,
         services_indexed: HashSet::new(),
-        started_bucket: bucket_start(now_ms()),
+        started_ms: now_ms(),
         seeded: HashSet::new(),
         periods: 0,
         failing: false,
@@ -334,8 +411,9 @@ struct Reporter {
     cluster_totals: HashMap<String, Outcomes>,
     lease: Option<Lease>,
     services_indexed: HashSet<String>,
-    started_bucket: u64,
-    seeded: HashSet<(String, u64)>,
+    /// When this run started: buckets holding it may have a stored share.
+    started_ms: u64,
+    seeded: HashSet<BucketId>,
     periods: u64,
     /// Whether the last publish failed (for logging once per outage).
     failing: bool,
@@ -418,10 +496,10 @@ impl Reporter {
         )];
         let mut services: BTreeSet<String> = BTreeSet::new();
         let changed = self.buckets.changed(TXN_OPS_MAX / 2);
-        for ((service, start), total) in &changed {
-            services.insert(service.clone());
+        for (id, total) in &changed {
+            services.insert(id.service.clone());
             ops.push(TxnOp::put(
-                bucket_key(service, *start, &self.name),
+                id.key(&self.name),
                 serde_json::to_vec(total).expect("outcomes always serialize"),
                 None,
             ));
@@ -435,23 +513,25 @@ impl Reporter {
         }
         let sweep = self.periods.is_multiple_of(SWEEP_PERIODS);
         if sweep {
-            let cutoff = bucket_start(now.saturating_sub(RETENTION_MS));
             for service in self.services_indexed.iter().chain(&new_services) {
-                if ops.len() >= TXN_OPS_MAX {
-                    break;
+                for resolution in Resolution::ALL {
+                    if ops.len() >= TXN_OPS_MAX {
+                        break;
+                    }
+                    let from = bucket_prefix(service, resolution);
+                    let cutoff = resolution.start(now.saturating_sub(resolution.retention_ms()));
+                    let to = format!("{from}{cutoff:020}");
+                    ops.push(TxnOp::delete(
+                        from,
+                        Some(DeleteOptions::new().with_range(to)),
+                    ));
                 }
-                let from = format!("{REQUESTS}{service}/");
-                let to = format!("{REQUESTS}{service}/{cutoff:020}");
-                ops.push(TxnOp::delete(
-                    from,
-                    Some(DeleteOptions::new().with_range(to)),
-                ));
             }
         }
         self.registry.client().txn(Txn::new().and_then(ops)).await?;
         self.periods += 1;
         self.services_indexed.extend(new_services);
-        let written: Vec<(String, u64)> = changed.into_iter().map(|(key, _)| key).collect();
+        let written: Vec<BucketId> = changed.into_iter().map(|(id, _)| id).collect();
         self.buckets.written(&written, now);
         Ok(())
     }
@@ -544,44 +624,46 @@ impl Reporter {
     /// Adds what a previous run of this gateway stored for the buckets this
     /// run started in, before they are rewritten.
     async fn seed_restart_buckets(&mut self) -> Result<(), PublishError> {
-        let pending: Vec<(String, u64)> = self
+        let pending: Vec<BucketId> = self
             .buckets
             .changed(TXN_OPS_MAX / 2)
             .into_iter()
-            .map(|(key, _)| key)
-            .filter(|key| key.1 <= self.started_bucket && !self.seeded.contains(key))
+            .map(|(id, _)| id)
+            .filter(|id| {
+                id.start_ms <= id.resolution.start(self.started_ms) && !self.seeded.contains(id)
+            })
             .collect();
-        for (service, start) in pending {
-            let key = bucket_key(&service, start, &self.name);
-            let response = self.registry.client().get(key, None).await?;
+        for id in pending {
+            let response = self.registry.client().get(id.key(&self.name), None).await?;
             if let Some(stored) = response
                 .kvs()
                 .first()
                 .and_then(|kv| serde_json::from_slice::<Outcomes>(kv.value()).ok())
             {
-                self.buckets.seed(&service, start, stored);
+                self.buckets.seed(&id, stored);
             }
-            self.seeded.insert((service, start));
+            self.seeded.insert(id);
         }
         Ok(())
     }
 }
 
-/// The buckets of `service` (all gateways summed) starting at or after
-/// `from_ms`, oldest first, read page by page at one revision.
+/// The buckets of `resolution` of `service` (all gateways summed) holding
+/// `from_ms` or later, oldest first, read page by page at one revision.
 pub async fn fetch_buckets(
     registry: &Registry,
     service: &str,
+    resolution: Resolution,
     from_ms: u64,
 ) -> Result<Vec<(u64, Outcomes)>, etcd_client::Error> {
     const PAGE_KEYS: i64 = 10_000;
-    let prefix = format!("{REQUESTS}{service}/");
+    let prefix = bucket_prefix(service, resolution);
     let range_end = prefix_end(&prefix);
-    let mut from = format!("{prefix}{:020}", bucket_start(from_ms)).into_bytes();
+    let mut from = format!("{prefix}{:020}", resolution.start(from_ms)).into_bytes();
     let mut revision = 0;
     let mut sums: BTreeMap<u64, Outcomes> = BTreeMap::new();
     let mut client = registry.client();
-    // Bounded: 30 days of minutes for 1000 gateways is 4 320 pages.
+    // Bounded: 2 days of minutes for 1000 gateways is 288 pages.
     for _ in 0..10_000 {
         let mut options = GetOptions::new()
             .with_range(range_end.clone())
@@ -710,34 +792,45 @@ mod tests {
         assert_eq!(d.delta("backend/web/127.0.0.1:1", o(41, 4)), o(1, 0));
     }
 
+    fn id(resolution: Resolution, start_ms: u64) -> BucketId {
+        BucketId {
+            service: "web".into(),
+            resolution,
+            start_ms,
+        }
+    }
+
     #[test]
-    fn buckets_hold_a_minute_total_and_forget_written_past_minutes() {
+    fn buckets_hold_a_minute_and_an_hour_total_and_forget_written_past_ones() {
+        use Resolution::{Hour, Minute};
         let mut b = Buckets::default();
-        let m = 1_000 * BUCKET_MS;
-        b.add("web", m + 10, o(5, 1));
-        b.add("web", m + 59_999, o(2, 0));
-        b.add("web", m + BUCKET_MS, o(1, 1));
-        b.add("api", m + 5, o(0, 0));
+        let m = 60_000;
+        let h = 1_000 * Hour.length_ms();
+        b.add("web", h + 10, o(5, 1));
+        b.add("web", h + m - 1, o(2, 0));
+        b.add("web", h + m, o(1, 1));
+        b.add("api", h + 5, o(0, 0));
         let changed = b.changed(10);
         assert_eq!(
             changed,
             [
-                (("web".to_owned(), m), o(7, 1)),
-                (("web".to_owned(), m + BUCKET_MS), o(1, 1))
+                (id(Minute, h), o(7, 1)),
+                (id(Minute, h + m), o(1, 1)),
+                (id(Hour, h), o(8, 2)),
             ]
         );
-        // Both written during the second minute: the first is done, the
-        // second keeps accumulating its total.
-        let keys: Vec<_> = changed.into_iter().map(|(k, _)| k).collect();
-        b.written(&keys, m + BUCKET_MS + 1);
+        // All written during the second minute: the first minute is done,
+        // the second minute and the hour keep accumulating their totals.
+        let ids: Vec<_> = changed.into_iter().map(|(id, _)| id).collect();
+        b.written(&ids, h + m + 1);
         assert!(b.changed(10).is_empty());
-        b.add("web", m + BUCKET_MS + 2, o(3, 0));
+        b.add("web", h + m + 2, o(3, 0));
         assert_eq!(
             b.changed(10),
-            [(("web".to_owned(), m + BUCKET_MS), o(4, 1))]
+            [(id(Minute, h + m), o(4, 1)), (id(Hour, h), o(11, 2))]
         );
-        // A restart's first minute adds what the previous run stored.
-        b.seed("web", m + BUCKET_MS, o(10, 10));
+        // A restart's first buckets add what the previous run stored.
+        b.seed(&id(Minute, h + m), o(10, 10));
         assert_eq!(b.changed(10)[0].1, o(14, 11));
     }
 
@@ -745,8 +838,14 @@ mod tests {
     fn unwritten_buckets_stay_until_written() {
         let mut b = Buckets::default();
         b.add("web", 0, o(1, 0));
-        b.written(&[], 10 * BUCKET_MS);
-        assert_eq!(b.changed(10), [(("web".to_owned(), 0), o(1, 0))]);
+        b.written(&[], 10 * Resolution::Hour.length_ms());
+        assert_eq!(
+            b.changed(10),
+            [
+                (id(Resolution::Minute, 0), o(1, 0)),
+                (id(Resolution::Hour, 0), o(1, 0))
+            ]
+        );
     }
 
     #[test]
@@ -754,8 +853,15 @@ mod tests {
         assert_eq!(key_name("web-1.svc_a"), "web-1.svc_a");
         assert_eq!(key_name("a/b c"), "a_b_c");
         assert_eq!(key_name(""), "_");
-        assert!(bucket_key("web", 999, "g") < bucket_key("web", 1000, "g"));
-        assert_eq!(bucket_start(2 * BUCKET_MS + 5), 2 * BUCKET_MS);
+        let key = |start| id(Resolution::Minute, start).key("g");
+        assert!(key(999) < key(1000));
+        assert_eq!(
+            key(60_000),
+            "/nines/availability/requests/web/m/00000000000000060000/g"
+        );
+        assert_eq!(Resolution::Minute.start(2 * 60_000 + 5), 2 * 60_000);
+        assert_eq!(Resolution::for_window(3_600_000), Resolution::Minute);
+        assert_eq!(Resolution::for_window(7 * 86_400_000), Resolution::Hour);
     }
 
     #[test]

@@ -412,9 +412,13 @@ async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
 
     // The gateway's buckets add up to what the client saw: the whole test
     // is inside the 1 h window, so every request is counted exactly once.
+    // The 1 h window sums minute buckets, the 30 d window hour buckets.
     let r = wait_report(&http, Duration::from_secs(15), |r| {
-        let w = &r["windows"][0]["gateway_requests"];
-        w["requests"].as_u64() == Some(seen.requests) && w["failed"].as_u64() == Some(seen.failed)
+        [0, 3].iter().all(|&i| {
+            let w = &r["windows"][i]["gateway_requests"];
+            w["requests"].as_u64() == Some(seen.requests)
+                && w["failed"].as_u64() == Some(seen.failed)
+        })
     })
     .await;
     let hour = &r["windows"][0]["gateway_requests"];
