@@ -9,8 +9,9 @@
 //!
 //! Request outcomes: with `nines gateway` in front of a registered service,
 //! requests go on while every backend is down for a measured interval; the
-//! report's request counts equal what the client saw, `GET /v1/gateways`
-//! shows the gateway and its backends, and a killed gateway disappears.
+//! report's request counts equal what the client saw, across a restart of
+//! the gateway too; `GET /v1/gateways` shows the gateway and its backends,
+//! and a gateway disappears when it stops or is killed.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -295,6 +296,26 @@ impl ClientView {
     }
 }
 
+/// Starts `nines gateway --name edge` and waits until it listens on `addr`.
+async fn start_gateway(endpoints: &str, config: &std::path::Path, addr: &str) -> Guard {
+    let guard = Guard(
+        Command::new(exe())
+            .args(["--endpoints", endpoints, "gateway", "--name", "edge"])
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gateway starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "gateway never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    guard
+}
+
 /// Polls `GET /v1/gateways` on `http` until `done` accepts it.
 async fn wait_gateways(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + within;
@@ -366,25 +387,11 @@ async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
     )
     .expect("write config");
     let endpoints = c.endpoints().join(",");
-    let gateway_proc = Guard(
-        Command::new(exe())
-            .args(["--endpoints", &endpoints, "gateway", "--name", "edge"])
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway starts"),
-    );
     let gateway = format!("127.0.0.1:{gateway_port}");
+    let gateway_proc = start_gateway(&endpoints, &config, &gateway).await;
 
     // Every request through the gateway counts, the first ones that wait
-    // for the backends to pass their checks too, once it listens.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(&gateway).await.is_err() {
-        assert!(Instant::now() < deadline, "gateway never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // for the backends to pass their checks too.
     let mut seen = ClientView::default();
     seen.until_ok(&gateway, 20, Duration::from_secs(20)).await;
     seen.drive(&gateway, Duration::from_millis(1500)).await;
@@ -409,6 +416,28 @@ async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
         outage
     );
     assert!(seen.failed - failed_before > 50, "{seen:?}");
+
+    // The gateway restarts (its counters start over) under the same name:
+    // it says goodbye on SIGTERM, and what the new process counts adds to
+    // what the old one stored, in the same buckets.
+    let status = Command::new("kill")
+        .args(["-TERM", &gateway_proc.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let mut gateway_proc = gateway_proc;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while gateway_proc.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "gateway did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_gateways(&http, Duration::from_secs(3), |l| {
+        gateway_named(l, "edge").is_none()
+    })
+    .await;
+    let gateway_proc = start_gateway(&endpoints, &config, &gateway).await;
+    seen.until_ok(&gateway, 20, Duration::from_secs(20)).await;
+    seen.drive(&gateway, Duration::from_millis(500)).await;
 
     // The gateway's buckets add up to what the client saw: the whole test
     // is inside the 1 h window, so every request is counted exactly once.
