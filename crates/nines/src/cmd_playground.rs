@@ -580,8 +580,9 @@ async fn serve(
         dir.display()
     );
     for m in &cluster.members {
+        let pid = m.child.as_ref().map_or(0, Child::id);
         println!(
-            "  {}  client {}  peer {}  http {}",
+            "  {}  client {}  peer {}  http {}  pid {pid}",
             m.name, m.client, m.peer, m.http
         );
     }

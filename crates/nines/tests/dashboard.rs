@@ -320,7 +320,7 @@ impl Playground {
                 break;
             }
             let words: Vec<&str> = line.split_whitespace().collect();
-            if let [name, "client", _, "peer", _, "http", http] = words[..] {
+            if let [name, "client", _, "peer", _, "http", http, ..] = words[..] {
                 p.members.push((name.to_owned(), http.to_owned()));
             }
             if let [id, addr, "pid", pid] = words[..] {

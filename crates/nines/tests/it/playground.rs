@@ -1,7 +1,7 @@
 //! `nines playground` brings up a cluster that etcdctl can use and a demo
 //! service behind its gateway, prints the fixed lines, keeps the demo
 //! answering 200 when a backend is killed, and leaves no process behind
-//! (members and demo backends) when interrupted.
+//! (members and demo backends, by the PIDs it printed) when interrupted.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -58,6 +58,8 @@ struct Printed {
     demo: String,
     /// Demo backends: (id, pid).
     backends: Vec<(String, u32)>,
+    /// Members: (name, pid).
+    members: Vec<(String, u32)>,
 }
 
 /// Reads the startup lines up to the last one (`Ctrl-C stops ...`).
@@ -82,6 +84,10 @@ fn read_startup(lines: &Receiver<String>) -> Printed {
             p.demo = rest.split('/').next().unwrap_or_default().to_owned();
         }
         let words: Vec<&str> = line.split_whitespace().collect();
+        if let [name, "client", _, "peer", _, "http", _, "pid", pid] = words[..] {
+            p.members
+                .push((name.to_owned(), pid.parse().expect("a numeric pid")));
+        }
         if let [id, _addr, "pid", pid] = words[..] {
             if id.starts_with("demo-") {
                 p.backends
@@ -146,10 +152,11 @@ fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
         6,
         "three members and three demo backends: {members_and_backends:?}"
     );
-    for (id, pid) in &printed.backends {
+    assert_eq!(printed.members.len(), 3, "a pid per member");
+    for (name, pid) in printed.members.iter().chain(&printed.backends) {
         assert!(
             members_and_backends.contains(pid),
-            "{id} (pid {pid}) is a child of the playground"
+            "{name} (pid {pid}) is a child of the playground"
         );
     }
 
