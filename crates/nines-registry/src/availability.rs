@@ -282,7 +282,8 @@ impl RequestWindowReport {
             requests,
             failed,
             success_percent: failed_share.map(|f| (1.0 - f) * 100.0),
-            nines: failed_share.filter(|&f| f > 0.0).map(|f| -f.log10()),
+            // `0.0 - x` rather than `-x`: all failed is 0 nines, not -0.
+            nines: failed_share.filter(|&f| f > 0.0).map(|f| 0.0 - f.log10()),
             error_budget_remaining_percent: burn.map(|b| (1.0 - b) * 100.0),
             burn_rate: burn,
         }
@@ -416,7 +417,7 @@ pub fn report(
                 availability_percent: availability.map(|a| a * 100.0),
                 nines: availability
                     .filter(|&a| a < 1.0)
-                    .map(|a| -(1.0 - a).log10()),
+                    .map(|a| 0.0 - (1.0 - a).log10()),
                 error_budget_remaining_percent: burn.map(|b| (1.0 - b) * 100.0),
                 burn_rate: burn,
                 gateway_requests: RequestWindowReport::default(),
@@ -827,6 +828,14 @@ mod tests {
         assert_eq!(w.success_percent, None);
         assert_eq!(w.nines, None);
         // Without failures there is no nines figure; without an SLO no budget.
+        let all_bad = RequestWindowReport::new(
+            Outcomes {
+                requests: 3,
+                failed: 3,
+            },
+            None,
+        );
+        assert_eq!(all_bad.nines.map(f64::to_bits), Some(0.0f64.to_bits()));
         let all_good = RequestWindowReport::new(
             Outcomes {
                 requests: 10,

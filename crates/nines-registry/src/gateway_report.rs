@@ -66,6 +66,8 @@ const BUCKETS_HELD_MAX: usize = 10_000;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest the last publish (and lease revoke) at stop may take.
 const FINAL_PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Failed publishes in a row before a warning.
+const FAILURES_WARNED: u32 = 3;
 /// Most gateways listed by `GET /v1/gateways`.
 const GATEWAYS_LISTED_MAX: i64 = 1000;
 /// Most bytes of a gateway or service name in a key.
@@ -385,7 +387,7 @@ pub fn spawn(
         started_ms: now_ms(),
         seeded: HashSet::new(),
         periods: 0,
-        failing: false,
+        failures: 0,
     };
     GatewayReporter {
         stop: Some(stop),
@@ -415,8 +417,8 @@ struct Reporter {
     started_ms: u64,
     seeded: HashSet<BucketId>,
     periods: u64,
-    /// Whether the last publish failed (for logging once per outage).
-    failing: bool,
+    /// Publishes failed in a row (to warn once per outage).
+    failures: u32,
 }
 
 /// Why one publish failed.
@@ -463,20 +465,23 @@ impl Reporter {
             Err(_) => Err(PublishError::Timeout),
         };
         match result {
-            Ok(()) if self.failing => {
-                self.failing = false;
-                tracing::info!(gateway = self.name, "gateway report published again");
+            Ok(()) => {
+                if self.failures >= FAILURES_WARNED {
+                    tracing::info!(gateway = self.name, "gateway report published again");
+                }
+                self.failures = 0;
             }
-            Ok(()) => {}
             Err(error) => {
-                // Warn once per outage; a store that is down for long would
-                // otherwise fill the log every period.
-                if !self.failing {
+                // Warn once per outage, and not for the first periods: a
+                // member's own store may not serve yet when its gateway
+                // starts, and a store that is down for long would otherwise
+                // fill the log every period.
+                self.failures += 1;
+                if self.failures == FAILURES_WARNED {
                     tracing::warn!(%error, gateway = self.name, "gateway report not published");
                 } else {
                     tracing::debug!(%error, gateway = self.name, "gateway report not published");
                 }
-                self.failing = true;
                 // A new lease is taken next time; the old one expires on its own.
                 self.lease = None;
             }
