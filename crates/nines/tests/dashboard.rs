@@ -7,8 +7,9 @@
 //! the test sends traffic through the demo URL, and those requests counted
 //! in the availability panel) and the backups panel (empty, then the chain
 //! and last run of a full and an incremental taken with `nines backup
-//! create`); then the leader is killed with `kill -9` and the page must name
-//! the new leader within 3 s.
+//! create`); a demo backend is killed with `kill -9` and the page must show
+//! it critical and out of the gateway's rotation; then the leader is killed
+//! with `kill -9` and the page must name the new leader within 3 s.
 //! Screenshots before and after are saved under the target directory and
 //! their paths printed. Without Chromium the test fails and says how to
 //! install it.
@@ -552,9 +553,61 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
     b.screenshot(&dir.join("dashboard-gateway.png"))
         .await
         .expect("screenshot");
+    check_backend_kill_shown(b, playground).await;
     b.eval("window.scrollTo(0, 0); return null;")
         .await
         .expect("scroll back");
+}
+
+/// Kills the last demo backend with `kill -9`: the services panel must show
+/// its instance critical and the demo `2/3 passing`, and the gateway panel
+/// must stop listing it as up in the demo cluster, while the others stay up.
+async fn check_backend_kill_shown(b: &Browser, playground: &Playground) {
+    let (id, addr, pid) = playground.backends.last().expect("a demo backend");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(*pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 a demo backend");
+    let total = playground.backends.len();
+    let passing = format!("{}/{total} passing", total - 1);
+    let instance = format!("#services li.service[data-name='demo'] li.instance[data-id='{id}']");
+    wait_text(b, &instance, Duration::from_secs(10), |t| {
+        t.starts_with("critical")
+    })
+    .await
+    .expect("the killed backend's instance is shown critical");
+    wait_text(
+        b,
+        "#services li.service[data-name='demo'] .service-head",
+        Duration::from_secs(10),
+        |t| t.contains(&passing),
+    )
+    .await
+    .expect("the demo service is shown with one instance less passing");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = backend_rows(b, "playground", "demo")
+            .await
+            .expect("gateway rows");
+        let up: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.state == "up")
+            .map(|r| r.addr.as_str())
+            .collect();
+        if up.len() == total - 1 && !up.contains(&addr.as_str()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gateway panel after killing {addr}: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    b.screenshot(&dir.join("dashboard-backend-killed.png"))
+        .await
+        .expect("screenshot");
 }
 
 /// Takes a full then an incremental backup of the playground's cluster with
