@@ -12,9 +12,9 @@
 //! multi-window burn rates, incidents) are computed from the events when
 //! asked, by the pure [`report`]. Beside these time-based figures, each window
 //! carries the request-based ones: the requests gateways proxied to the
-//! service and how many failed (per-minute buckets written by
-//! [`crate::gateway_report`]), with their success ratio, nines and error
-//! budget against the same SLO ([`attach_requests`]). This module never
+//! service and how many failed (the buckets of [`crate::request_buckets`],
+//! written by [`crate::gateway_report`]), with their success ratio, nines
+//! and error budget against the same SLO ([`attach_requests`]). This module never
 //! touches instances or health records; it only reads the catalog and writes
 //! its own keys.
 
@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::catalog::Catalog;
-use crate::gateway_report::{Outcomes, Resolution};
+use crate::request_buckets::{Outcomes, Resolution};
 use crate::store::{now_ms, Registry};
 
 /// Transitions: `EVENTS SERVICE/AT_MS` (20 digits) = [`Transition`] JSON.
@@ -587,8 +587,9 @@ pub async fn fetch_report(
             .max()
             .unwrap_or(0);
         let from = now.saturating_sub(longest_ms);
-        buckets
-            .push(crate::gateway_report::fetch_buckets(registry, service, resolution, from).await?);
+        buckets.push(
+            crate::request_buckets::fetch_buckets(registry, service, resolution, from).await?,
+        );
     }
     let (minutes, hours) = (&buckets[0], &buckets[1]);
     if events.is_empty() && minutes.is_empty() && hours.is_empty() {
@@ -604,7 +605,7 @@ pub async fn fetch_report(
 /// requests), by name.
 pub async fn fetch_services(registry: &Registry) -> Result<Vec<String>, etcd_client::Error> {
     let mut names: Vec<String> = load_last(registry).await?.into_keys().collect();
-    names.extend(crate::gateway_report::fetch_request_services(registry).await?);
+    names.extend(crate::request_buckets::fetch_request_services(registry).await?);
     names.sort();
     names.dedup();
     Ok(names)

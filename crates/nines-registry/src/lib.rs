@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod model;
 pub mod probe;
+pub mod request_buckets;
 pub mod resolver;
 pub mod store;
 
