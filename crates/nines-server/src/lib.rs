@@ -14,6 +14,8 @@ pub mod maintenance;
 pub mod metrics;
 pub mod quota;
 pub mod watch;
+mod watch_grpc;
+mod watch_hub;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -156,7 +158,6 @@ pub async fn run_with(
     use pb::etcdserverpb::kv_server::KvServer;
     use pb::etcdserverpb::lease_server::LeaseServer;
     use pb::etcdserverpb::maintenance_server::MaintenanceServer;
-    use pb::etcdserverpb::watch_server::WatchServer;
     use pb::v3electionpb::election_server::ElectionServer;
     use pb::v3lockpb::lock_server::LockServer;
 
@@ -192,7 +193,7 @@ pub async fn run_with(
         .tcp_nodelay(true)
         .layer(metrics.grpc_layer())
         .add_service(kv)
-        .add_service(WatchServer::new(watch))
+        .add_service(watch_grpc::WatchServer::new(watch))
         .add_service(LeaseServer::new(lease))
         .add_service(LockServer::new(recipes.clone()))
         .add_service(ElectionServer::new(recipes))

@@ -1,32 +1,33 @@
 //! `etcdserverpb.Watch`: many watchers on one bidirectional stream, fed by
-//! the member's applied events. A watcher starting in the past is first
-//! replayed from the store's history, then follows live events; each watcher
-//! delivers every revision once, in order. A slow stream never slows writes
-//! or other streams: the applied-events channel drops what a stream has not
-//! read, and the stream catches up from history instead.
+//! the member's applied events through the fan-out hub (`watch_hub.rs`),
+//! which encodes every event once for all watchers. A watcher starting in
+//! the past is first replayed from the store's history, then follows live
+//! events; each watcher delivers every revision once, in order. A stream's
+//! session runs inside its response body (`watch_grpc.rs`) and takes every
+//! batch waiting for it into one response per watcher. A slow stream never
+//! slows writes or other streams: the hub's channel drops what a stream has
+//! not read, and the stream catches up from history instead.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
-use nines_raft::{AppliedEvents, RaftNode};
+use nines_raft::RaftNode;
 use nines_store::{Event, EventKind};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use prost::bytes::Bytes;
+use prost::Message;
+use tokio::sync::broadcast;
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::Streaming;
 
-use crate::convert::event_to_pb;
 use crate::pb::etcdserverpb as pb;
-use crate::pb::etcdserverpb::watch_server::Watch;
+use crate::watch_grpc::{Outbox, SessionStream};
+use crate::watch_hub::{encode_event, encode_response, EncodedBatch, Hub};
 
 /// Watchers on one stream, at most.
 pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
-/// Responses queued for a stream's client before it counts as slow.
-const STREAM_QUEUE_MAX: usize = 256;
 /// Applied batches taken together into one delivery, at most.
 const COALESCE_BATCHES_MAX: usize = 256;
 /// Events read from history in one step of a replay.
@@ -35,10 +36,11 @@ const REPLAY_EVENTS_MAX: usize = 1000;
 /// sent on its own.
 const RESPONSE_BYTES_SOFT_MAX: usize = 1024 * 1024;
 
-/// The Watch service.
+/// The Watch service (served by [`crate::watch_grpc::WatchServer`]).
 #[derive(Clone)]
 pub struct WatchService {
     node: RaftNode,
+    hub: Arc<Hub>,
     progress_interval: Duration,
     watchers: Arc<AtomicI64>,
 }
@@ -48,6 +50,7 @@ impl WatchService {
     /// notifications get one every `progress_interval` (etcd: 10 minutes).
     pub fn new(node: RaftNode, progress_interval: Duration) -> WatchService {
         WatchService {
+            hub: Arc::new(Hub::new(node.clone())),
             node,
             progress_interval,
             watchers: Arc::new(AtomicI64::new(0)),
@@ -58,6 +61,25 @@ impl WatchService {
     pub fn with_watchers_gauge(mut self, gauge: Arc<AtomicI64>) -> WatchService {
         self.watchers = gauge;
         self
+    }
+
+    /// Opens a session for one client stream; its responses are the returned
+    /// body. Must be called inside the runtime.
+    pub(crate) fn open(&self, inbound: Streaming<pb::WatchRequest>) -> SessionStream {
+        let outbox = Arc::new(Outbox::default());
+        let mut progress = tokio::time::interval(self.progress_interval);
+        progress.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let session = Session {
+            node: self.node.clone(),
+            events: self.hub.subscribe(),
+            watchers: BTreeMap::new(),
+            progress_watchers: 0,
+            progress,
+            next_id: 0,
+            outbox: Arc::clone(&outbox),
+            gauge: Arc::clone(&self.watchers),
+        };
+        SessionStream::new(outbox, session.run(inbound))
     }
 }
 
@@ -96,38 +118,17 @@ fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
     k >= key && k < end
 }
 
-type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
-
-#[tonic::async_trait]
-impl Watch for WatchService {
-    type WatchStream = WatchStream;
-
-    async fn watch(
-        &self,
-        req: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<WatchStream>, Status> {
-        let inbound = req.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_QUEUE_MAX);
-        let session = Session {
-            node: self.node.clone(),
-            events: self.node.subscribe_events(),
-            watchers: BTreeMap::new(),
-            next_id: 0,
-            tx,
-            gauge: Arc::clone(&self.watchers),
-        };
-        tokio::spawn(session.run(inbound, self.progress_interval));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-/// One client stream: its watchers and the task that serves them.
+/// One client stream: its watchers, run by the stream's response body.
 struct Session {
     node: RaftNode,
-    events: broadcast::Receiver<AppliedEvents>,
+    events: broadcast::Receiver<Arc<EncodedBatch>>,
     watchers: BTreeMap<i64, Watcher>,
+    /// Watchers that asked for progress notifications; the timer runs only
+    /// while there is one.
+    progress_watchers: usize,
+    progress: Interval,
     next_id: i64,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    outbox: Arc<Outbox>,
     /// Active watchers over all streams; this session's share leaves with it.
     gauge: Arc<AtomicI64>,
 }
@@ -139,53 +140,58 @@ impl Drop for Session {
     }
 }
 
-/// Why a session ends.
-enum End {
-    ClientGone,
-}
-
 impl Session {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>, progress_interval: Duration) {
-        let mut progress = tokio::time::interval(progress_interval);
-        progress.tick().await;
+    /// Serves the stream until the client's side ends (or the member stops).
+    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+        self.progress.tick().await;
         loop {
-            let step: Result<(), End> = tokio::select! {
+            tokio::select! {
                 msg = inbound.next() => match msg {
                     Some(Ok(req)) => self.on_request(req).await,
-                    Some(Err(_)) | None => Err(End::ClientGone),
+                    Some(Err(_)) | None => return,
                 },
                 ev = self.events.recv() => match ev {
-                    Ok(batch) => {
-                        // Everything else already applied goes out with it:
-                        // one response per watcher for many revisions, not
-                        // one per revision.
-                        let mut batches = vec![batch];
-                        let mut lagged = false;
-                        while batches.len() < COALESCE_BATCHES_MAX {
-                            match self.events.try_recv() {
-                                Ok(b) => batches.push(b),
-                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                    lagged = true;
-                                    break;
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        let sent = self.on_events(&batches).await;
-                        if sent.is_ok() && lagged {
-                            self.catch_up().await
-                        } else {
-                            sent
-                        }
-                    }
+                    Ok(batch) => self.on_batches(batch).await,
                     Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up().await,
-                    Err(broadcast::error::RecvError::Closed) => Err(End::ClientGone),
+                    Err(broadcast::error::RecvError::Closed) => return,
                 },
-                _ = progress.tick() => self.on_progress_tick().await,
-            };
-            if step.is_err() {
-                return;
+                _ = self.progress.tick(), if self.progress_watchers > 0 => {
+                    self.on_progress_tick().await
+                }
             }
+        }
+    }
+
+    /// Delivers `first` and every batch already waiting behind it, in one
+    /// response per watcher for many revisions (as etcd batches); a lag of
+    /// the hub or of this stream turns into a replay from history.
+    async fn on_batches(&mut self, first: Arc<EncodedBatch>) {
+        let mut live = Vec::new();
+        let mut lagged = false;
+        let mut next = Some(first);
+        while let Some(batch) = next.take() {
+            if batch.lagged_before {
+                // What follows the marker is covered by the replay, which
+                // reaches the store's current revision.
+                lagged = true;
+                break;
+            }
+            live.push(batch);
+            if live.len() >= COALESCE_BATCHES_MAX {
+                break;
+            }
+            next = match self.events.try_recv() {
+                Ok(b) => Some(b),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                    lagged = true;
+                    None
+                }
+                Err(_) => None,
+            };
+        }
+        self.on_events(&live).await;
+        if lagged {
+            self.catch_up().await;
         }
     }
 
@@ -193,19 +199,39 @@ impl Session {
         crate::header(&self.node, revision)
     }
 
-    async fn send(&self, resp: pb::WatchResponse) -> Result<(), End> {
-        self.tx.send(Ok(resp)).await.map_err(|_| End::ClientGone)
+    async fn send(&self, resp: pb::WatchResponse) {
+        self.outbox.push(Bytes::from(resp.encode_to_vec())).await
     }
 
-    async fn on_request(&mut self, req: pb::WatchRequest) -> Result<(), End> {
+    fn add_watcher(&mut self, id: i64, w: Watcher) {
+        if w.progress_notify {
+            if self.progress_watchers == 0 {
+                self.progress.reset();
+            }
+            self.progress_watchers += 1;
+        }
+        if let Some(old) = self.watchers.insert(id, w) {
+            self.progress_watchers -= usize::from(old.progress_notify);
+        } else {
+            self.gauge.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove_watcher(&mut self, id: i64) -> bool {
+        let Some(w) = self.watchers.remove(&id) else {
+            return false;
+        };
+        self.progress_watchers -= usize::from(w.progress_notify);
+        self.gauge.fetch_sub(1, Ordering::Relaxed);
+        true
+    }
+
+    async fn on_request(&mut self, req: pb::WatchRequest) {
         use pb::watch_request::RequestUnion;
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => self.create(c).await,
             Some(RequestUnion::CancelRequest(c)) => {
-                let existed = self.watchers.remove(&c.watch_id).is_some();
-                if existed {
-                    self.gauge.fetch_sub(1, Ordering::Relaxed);
-                }
+                let existed = self.remove_watcher(c.watch_id);
                 let rev = self.node.store().revision();
                 let mut resp = pb::WatchResponse {
                     header: Some(self.header(rev)),
@@ -219,9 +245,19 @@ impl Session {
                 self.send(resp).await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                // Everything up to the current revision has been delivered
-                // (this task handles events before requests it reads later).
+                // The notification promises every event up to its revision,
+                // so watchers the hub has not brought there yet are first
+                // brought there from history.
                 let rev = self.node.store().revision();
+                let behind: Vec<i64> = self
+                    .watchers
+                    .iter()
+                    .filter(|(_, w)| w.next_rev <= rev)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in behind {
+                    self.replay(id).await;
+                }
                 self.send(pb::WatchResponse {
                     header: Some(self.header(rev)),
                     watch_id: -1,
@@ -229,11 +265,11 @@ impl Session {
                 })
                 .await
             }
-            None => Ok(()),
+            None => {}
         }
     }
 
-    async fn create(&mut self, c: pb::WatchCreateRequest) -> Result<(), End> {
+    async fn create(&mut self, c: pb::WatchCreateRequest) {
         let current = self.node.store().revision();
         let id = if c.watch_id != 0 {
             c.watch_id
@@ -285,26 +321,23 @@ impl Session {
             created: true,
             ..Default::default()
         })
-        .await?;
+        .await;
         if id == self.next_id {
             self.next_id += 1;
         }
         let replay_needed = w.next_rev <= current;
-        if self.watchers.insert(id, w).is_none() {
-            self.gauge.fetch_add(1, Ordering::Relaxed);
-        }
+        self.add_watcher(id, w);
         if replay_needed {
-            self.replay(id).await?;
+            self.replay(id).await;
         }
-        Ok(())
     }
 
     /// Delivers the history a watcher is behind on, up to the store's
     /// current revision; cancels it if that history was compacted.
-    async fn replay(&mut self, id: i64) -> Result<(), End> {
+    async fn replay(&mut self, id: i64) {
         for _ in 0..1_000_000 {
             let Some(w) = self.watchers.get(&id) else {
-                return Ok(());
+                return;
             };
             let res = {
                 let store = self.node.store();
@@ -315,9 +348,7 @@ impl Session {
             };
             match res {
                 Err(compacted) => {
-                    if self.watchers.remove(&id).is_some() {
-                        self.gauge.fetch_sub(1, Ordering::Relaxed);
-                    }
+                    self.remove_watcher(id);
                     let rev = self.node.store().revision();
                     return self
                         .send(pb::WatchResponse {
@@ -334,112 +365,97 @@ impl Session {
                 Ok((events, current)) => {
                     let done = events.len() < REPLAY_EVENTS_MAX;
                     let last = events.last().map(|e| e.kv.mod_revision);
-                    self.deliver(
-                        id,
-                        events.iter(),
-                        if done {
-                            current
-                        } else {
-                            last.unwrap_or(current)
-                        },
-                    )
-                    .await?;
-                    let w = self.watchers.get_mut(&id).expect("watcher present");
-                    w.next_rev = if done {
-                        current + 1
+                    let upto = if done {
+                        current
                     } else {
-                        last.unwrap_or(current) + 1
+                        last.unwrap_or(current)
                     };
+                    let encoded: Vec<Bytes> = events
+                        .iter()
+                        .filter(|e| e.kv.mod_revision >= w.next_rev && w.matches(e))
+                        .map(|e| encode_event(e, w.prev_kv))
+                        .collect();
+                    let fragment = w.fragment;
+                    self.deliver(id, fragment, encoded, upto).await;
+                    let w = self.watchers.get_mut(&id).expect("watcher present");
+                    w.next_rev = upto + 1;
                     if done {
-                        return Ok(());
+                        return;
                     }
                 }
             }
         }
-        Ok(())
     }
 
-    /// Sends a watcher the events of `events` that match it, in responses
-    /// whose header revision is `revision`.
-    async fn deliver<'a>(
-        &self,
-        id: i64,
-        events: impl Iterator<Item = &'a Event>,
-        revision: i64,
-    ) -> Result<(), End> {
-        let Some(w) = self.watchers.get(&id) else {
-            return Ok(());
+    /// Sends watcher `id` the encoded `events` (already filtered for it) in
+    /// responses whose header revision is `revision`: one response, or with
+    /// `fragment` pieces of about [`RESPONSE_BYTES_SOFT_MAX`] bytes.
+    async fn deliver(&self, id: i64, fragment: bool, events: Vec<Bytes>, revision: i64) {
+        if events.is_empty() {
+            return;
+        }
+        let head = |fragment| pb::WatchResponse {
+            header: Some(self.header(revision)),
+            watch_id: id,
+            fragment,
+            ..Default::default()
         };
-        let mut out = Vec::new();
+        let mut start = 0;
         let mut bytes = 0usize;
-        for e in events.filter(|e| e.kv.mod_revision >= w.next_rev && w.matches(e)) {
-            // The previous value is copied only for watchers that asked.
-            let e = Event {
-                kind: e.kind,
-                kv: e.kv.clone(),
-                prev_kv: if w.prev_kv { e.prev_kv.clone() } else { None },
-            };
-            bytes += e.kv.key.len() + e.kv.value.len() + 64;
-            out.push(event_to_pb(e));
-            if w.fragment && bytes >= RESPONSE_BYTES_SOFT_MAX {
-                self.send(pb::WatchResponse {
-                    header: Some(self.header(revision)),
-                    watch_id: id,
-                    fragment: true,
-                    events: std::mem::take(&mut out),
-                    ..Default::default()
-                })
-                .await?;
+        for (i, e) in events.iter().enumerate() {
+            bytes += e.len();
+            if fragment && bytes >= RESPONSE_BYTES_SOFT_MAX && i + 1 < events.len() {
+                let piece = encode_response(&head(true), &events[start..=i]);
+                self.outbox.push(piece).await;
+                start = i + 1;
                 bytes = 0;
             }
         }
-        if out.is_empty() {
-            return Ok(());
-        }
-        self.send(pb::WatchResponse {
-            header: Some(self.header(revision)),
-            watch_id: id,
-            events: out,
-            ..Default::default()
-        })
-        .await
+        self.outbox
+            .push(encode_response(&head(false), &events[start..]))
+            .await
     }
 
-    /// Delivers consecutive applied batches (in revision order) to every
+    /// Delivers consecutive live batches (in revision order) to every
     /// watcher, in one response per watcher.
-    async fn on_events(&mut self, batches: &[AppliedEvents]) -> Result<(), End> {
+    async fn on_events(&mut self, batches: &[Arc<EncodedBatch>]) {
         let Some(revision) = batches.last().map(|b| b.revision) else {
-            return Ok(());
+            return;
         };
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            let behind = self
-                .watchers
-                .get(&id)
-                .is_some_and(|w| revision >= w.next_rev);
-            if !behind {
+            let Some(w) = self.watchers.get(&id) else {
+                continue;
+            };
+            if revision < w.next_rev {
                 continue;
             }
-            let events = batches.iter().flat_map(|b| b.events.iter());
-            self.deliver(id, events, revision).await?;
+            let mut events = Vec::new();
+            for e in batches.iter().flat_map(|b| &b.events) {
+                let ev = e.event();
+                if ev.kv.mod_revision >= w.next_rev && w.matches(ev) {
+                    events.push(e.bytes(w.prev_kv).clone());
+                }
+            }
+            let fragment = w.fragment;
+            self.deliver(id, fragment, events, revision).await;
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.next_rev = revision + 1;
             }
         }
-        Ok(())
     }
 
-    /// The applied-events channel moved on without this stream: replay every
-    /// watcher from history up to the current revision.
-    async fn catch_up(&mut self) -> Result<(), End> {
+    /// The hub's channel moved on without this stream (or the hub missed
+    /// applied events): replay every watcher from history up to the current
+    /// revision.
+    async fn catch_up(&mut self) {
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
         for id in ids {
-            self.replay(id).await?;
+            self.replay(id).await;
         }
-        Ok(())
     }
 
-    async fn on_progress_tick(&mut self) -> Result<(), End> {
+    async fn on_progress_tick(&mut self) {
         let rev = self.node.store().revision();
         let ids: Vec<i64> = self
             .watchers
@@ -453,8 +469,7 @@ impl Session {
                 watch_id: id,
                 ..Default::default()
             })
-            .await?;
+            .await;
         }
-        Ok(())
     }
 }
