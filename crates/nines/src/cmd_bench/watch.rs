@@ -1,17 +1,32 @@
 //! `nines bench watch`: write throughput while many watchers follow one
 //! prefix. Opens `--watchers` watch streams on the prefix (spread over
-//! `--conns` connections), then `--clients` writers put keys under it for
-//! `--duration`; reports the write rate and whether every watcher received
-//! every acknowledged write. With `--watchers 0` it gives the baseline.
+//! `--conns` connections, which go round the endpoints), then `--clients`
+//! writers put keys under it for `--duration`; reports the write rate and
+//! whether every watcher received every acknowledged write, in order. With
+//! `--watchers 0` it gives the baseline.
+//!
+//! The watchers speak the Watch method directly (tonic, with a decoder that
+//! reads only the fields the check needs: each event's `mod_revision`, and
+//! whether the watch was canceled) and each connection's watchers share one
+//! task, so the client's own cost per event stays small next to the
+//! servers'. The same client runs against etcd, so both sides gain alike.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context};
+use anyhow::{bail, ensure, Context};
 use clap::Args;
-use etcd_client::{Client, ConnectOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions};
+use futures::stream::{SelectAll, StreamExt};
+use nines_server::pb::etcdserverpb::watch_request::RequestUnion;
+use nines_server::pb::etcdserverpb::{WatchCreateRequest, WatchRequest};
+use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
+use prost::Message;
 use serde::Serialize;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Status;
 
 /// Most watchers one run may open.
 const WATCHERS_MAX: usize = 100_000;
@@ -53,24 +68,248 @@ pub struct WatchReport {
     write_throughput_ops_s: f64,
     events_expected_per_watcher: u64,
     events_min_per_watcher: u64,
+    /// Watchers that got every acknowledged write, in revision order, and
+    /// were never canceled.
     watchers_complete: usize,
+    /// Watchers that saw an event at or below a revision they had already
+    /// seen (a duplicate or a reordering), or were canceled.
+    watchers_broken: usize,
+}
+
+fn url(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_string()
+    } else {
+        format!("http://{endpoint}")
+    }
 }
 
 async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
-    let eps: Vec<String> = endpoints
-        .iter()
-        .map(|e| {
-            if e.contains("://") {
-                e.clone()
-            } else {
-                format!("http://{e}")
-            }
-        })
-        .collect();
+    let eps: Vec<String> = endpoints.iter().map(|e| url(e)).collect();
     let opts = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(5))
         .with_timeout(Duration::from_secs(10));
     Client::connect(eps, Some(opts)).await.context("connecting")
+}
+
+/// What the check needs from one `WatchResponse`.
+#[derive(Debug, Default)]
+struct Summary {
+    canceled: bool,
+    events: u64,
+    first_revision: i64,
+    last_revision: i64,
+    /// The events' revisions strictly increase within the response.
+    in_order: bool,
+}
+
+/// Reads a `WatchResponse` (field numbers of etcd's rpc.proto and kv.proto)
+/// down to a [`Summary`], skipping keys and values instead of copying them.
+fn summarize(mut buf: &[u8]) -> anyhow::Result<Summary> {
+    let mut s = Summary {
+        in_order: true,
+        ..Default::default()
+    };
+    while !buf.is_empty() {
+        let (field, wire) = decode_key(&mut buf)?;
+        match (field, wire) {
+            // canceled
+            (4, WireType::Varint) => s.canceled = decode_varint(&mut buf)? != 0,
+            // events
+            (11, WireType::LengthDelimited) => {
+                let event = take_len_delimited(&mut buf)?;
+                let rev = event_mod_revision(event)?;
+                if s.events == 0 {
+                    s.first_revision = rev;
+                } else if rev <= s.last_revision {
+                    s.in_order = false;
+                }
+                s.last_revision = rev;
+                s.events += 1;
+            }
+            _ => skip_field(wire, field, &mut buf, DecodeContext::default())?,
+        }
+    }
+    Ok(s)
+}
+
+fn take_len_delimited<'a>(buf: &mut &'a [u8]) -> anyhow::Result<&'a [u8]> {
+    let len = usize::try_from(decode_varint(buf)?).context("length overflows")?;
+    ensure!(len <= buf.len(), "field runs past the message");
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+/// `Event.kv.mod_revision` (Event field 2, KeyValue field 3).
+fn event_mod_revision(mut event: &[u8]) -> anyhow::Result<i64> {
+    let mut rev = None;
+    while !event.is_empty() {
+        let (field, wire) = decode_key(&mut event)?;
+        if (field, wire) != (2, WireType::LengthDelimited) {
+            skip_field(wire, field, &mut event, DecodeContext::default())?;
+            continue;
+        }
+        let mut kv = take_len_delimited(&mut event)?;
+        while !kv.is_empty() {
+            let (field, wire) = decode_key(&mut kv)?;
+            if (field, wire) == (3, WireType::Varint) {
+                rev = Some(decode_varint(&mut kv)? as i64);
+            } else {
+                skip_field(wire, field, &mut kv, DecodeContext::default())?;
+            }
+        }
+    }
+    rev.context("event without kv.mod_revision")
+}
+
+/// Encodes `WatchRequest`s with prost, decodes responses to [`Summary`].
+struct SummaryCodec;
+
+impl Codec for SummaryCodec {
+    type Encode = WatchRequest;
+    type Decode = Summary;
+    type Encoder = SummaryCodec;
+    type Decoder = SummaryCodec;
+
+    fn encoder(&mut self) -> SummaryCodec {
+        SummaryCodec
+    }
+
+    fn decoder(&mut self) -> SummaryCodec {
+        SummaryCodec
+    }
+}
+
+impl Encoder for SummaryCodec {
+    type Item = WatchRequest;
+    type Error = Status;
+
+    fn encode(&mut self, item: WatchRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding a watch request: {e}")))
+    }
+}
+
+impl Decoder for SummaryCodec {
+    type Item = Summary;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Summary>, Status> {
+        use prost::bytes::Buf;
+        let bytes = src.copy_to_bytes(src.remaining());
+        summarize(&bytes)
+            .map(Some)
+            .map_err(|e| Status::internal(format!("decoding a watch response: {e:#}")))
+    }
+}
+
+/// The end of etcd's prefix range for `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Opens one watcher on `prefix` from `start_revision` and waits for the
+/// server to confirm it. The request side stays open, as a client's does.
+async fn open_watcher(
+    channel: Channel,
+    prefix: &str,
+    start_revision: i64,
+) -> anyhow::Result<tonic::Streaming<Summary>> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.context("watch connection not ready")?;
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            start_revision,
+            ..Default::default()
+        })),
+    };
+    let outbound = futures::stream::iter([create]).chain(futures::stream::pending());
+    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+    let mut stream = grpc
+        .streaming(tonic::Request::new(outbound), path, SummaryCodec)
+        .await
+        .context("opening a watch stream")?
+        .into_inner();
+    match stream.message().await.context("waiting for the watch")? {
+        Some(created) if !created.canceled => Ok(stream),
+        Some(_) => bail!("the watch was refused"),
+        None => bail!("the watch stream ended at once"),
+    }
+}
+
+/// Per-watcher tallies shared with the connection tasks.
+struct Tallies {
+    events: Vec<AtomicU64>,
+    broken: Vec<AtomicU64>,
+}
+
+/// Follows every watcher of one connection in one task, checking that each
+/// one's revisions strictly increase across responses.
+async fn follow(streams: Vec<(usize, tonic::Streaming<Summary>)>, tallies: Arc<Tallies>) {
+    let mut last = vec![i64::MIN; tallies.events.len()];
+    let mut all = SelectAll::new();
+    for (i, s) in streams {
+        all.push(s.map(move |r| (i, r)));
+    }
+    while let Some((i, r)) = all.next().await {
+        let Ok(s) = r else {
+            tallies.broken[i].store(1, Ordering::Relaxed);
+            continue;
+        };
+        if s.canceled || !s.in_order || (s.events > 0 && s.first_revision <= last[i]) {
+            tallies.broken[i].store(1, Ordering::Relaxed);
+        }
+        if s.events > 0 {
+            last[i] = s.last_revision;
+            tallies.events[i].fetch_add(s.events, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Opens `watchers` watchers on `prefix` from `start_revision` over `conns`
+/// connections that go round `endpoints`, and starts one task per
+/// connection that follows its watchers.
+async fn open_watchers(
+    endpoints: Vec<String>,
+    watchers: usize,
+    conns: usize,
+    prefix: String,
+    start_revision: i64,
+    tallies: Arc<Tallies>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut channels = Vec::new();
+    for c in 0..conns {
+        let ep = url(&endpoints[c % endpoints.len()]);
+        let channel = Endpoint::from_shared(ep.clone())
+            .with_context(|| format!("endpoint {ep}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {ep}"))?;
+        channels.push(channel);
+    }
+    let mut per_conn: Vec<Vec<(usize, tonic::Streaming<Summary>)>> =
+        (0..conns).map(|_| Vec::new()).collect();
+    for i in 0..watchers {
+        let c = i % conns;
+        let stream = open_watcher(channels[c].clone(), &prefix, start_revision).await?;
+        per_conn[c].push((i, stream));
+    }
+    Ok(per_conn
+        .into_iter()
+        .map(|streams| tokio::spawn(follow(streams, Arc::clone(&tallies))))
+        .collect())
 }
 
 /// Runs the benchmark.
@@ -84,39 +323,38 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         "--clients must be 1..=10000"
     );
     ensure!((1..=1024).contains(&args.conns), "--conns must be 1..=1024");
-    let mut conns = Vec::new();
-    for _ in 0..args.conns {
-        conns.push(connect(endpoints).await?);
-    }
-    let start_rev = conns[0]
+    ensure!(!endpoints.is_empty(), "no endpoints");
+    let mut kv0 = connect(endpoints).await?;
+    let start_rev = kv0
         .get("/", None)
         .await?
         .header()
         .map(|h| h.revision())
         .unwrap_or(0)
         + 1;
-    let counts: Arc<Vec<AtomicU64>> =
-        Arc::new((0..args.watchers).map(|_| AtomicU64::new(0)).collect());
-    let mut watch_tasks = Vec::new();
-    for i in 0..args.watchers {
-        let mut c = conns[i % conns.len()].clone();
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(start_rev);
-        let mut stream = c
-            .watch(args.prefix.clone(), Some(opts))
-            .await
-            .context("opening a watcher")?;
-        let counts = counts.clone();
-        watch_tasks.push(tokio::spawn(async move {
-            while let Ok(Some(resp)) = stream.message().await {
-                if resp.canceled() {
-                    return;
-                }
-                counts[i].fetch_add(resp.events().len() as u64, Ordering::Relaxed);
-            }
-        }));
-    }
+    let tallies = Arc::new(Tallies {
+        events: (0..args.watchers).map(|_| AtomicU64::new(0)).collect(),
+        broken: (0..args.watchers).map(|_| AtomicU64::new(0)).collect(),
+    });
+    // The watchers run on threads of their own, as they would in processes
+    // of their own: a writer's response is not queued behind their work.
+    let watch_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-watchers")
+        .enable_all()
+        .build()
+        .context("building the watchers' runtime")?;
+    let watch_tasks = watch_runtime
+        .spawn(open_watchers(
+            endpoints.to_vec(),
+            args.watchers,
+            args.conns,
+            args.prefix.clone(),
+            start_rev,
+            Arc::clone(&tallies),
+        ))
+        .await
+        .context("opening the watchers")??;
     let acked = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
@@ -150,24 +388,20 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
     }
     let elapsed = started.elapsed().as_secs_f64();
     let expected = acked.load(Ordering::Relaxed);
+    let events = |i: usize| tallies.events[i].load(Ordering::Relaxed);
     // Give the watchers time to drain, bounded.
     let drain_deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < drain_deadline
-        && counts.iter().any(|c| c.load(Ordering::Relaxed) < expected)
-    {
+    while Instant::now() < drain_deadline && (0..args.watchers).any(|i| events(i) < expected) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     for t in &watch_tasks {
         t.abort();
     }
-    let min = counts
-        .iter()
-        .map(|c| c.load(Ordering::Relaxed))
-        .min()
-        .unwrap_or(expected);
-    let complete = counts
-        .iter()
-        .filter(|c| c.load(Ordering::Relaxed) >= expected)
+    watch_runtime.shutdown_background();
+    let broken = |i: usize| tallies.broken[i].load(Ordering::Relaxed) != 0;
+    let min = (0..args.watchers).map(events).min().unwrap_or(expected);
+    let complete = (0..args.watchers)
+        .filter(|&i| events(i) >= expected && !broken(i))
         .count();
     Ok(WatchReport {
         watchers: args.watchers,
@@ -177,8 +411,9 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         elapsed_s: elapsed,
         write_throughput_ops_s: expected as f64 / elapsed,
         events_expected_per_watcher: expected,
-        events_min_per_watcher: if args.watchers == 0 { expected } else { min },
+        events_min_per_watcher: min,
         watchers_complete: complete,
+        watchers_broken: (0..args.watchers).filter(|&i| broken(i)).count(),
     })
 }
 
@@ -188,10 +423,68 @@ pub fn print(r: &WatchReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         println!(
-            "watch fan-out: {} watchers, {} writers, {:.1} s\nwrites      {} acknowledged, {} errors, {:.1} ops/s\nwatchers    {} of {} received all {} events (fewest: {})",
+            "watch fan-out: {} watchers, {} writers, {:.1} s\nwrites      {} acknowledged, {} errors, {:.1} ops/s\nwatchers    {} of {} received all {} events in order (fewest: {}; broken: {})",
             r.watchers, r.clients, r.elapsed_s, r.writes_acknowledged, r.write_errors, r.write_throughput_ops_s,
-            r.watchers_complete, r.watchers, r.events_expected_per_watcher, r.events_min_per_watcher
+            r.watchers_complete, r.watchers, r.events_expected_per_watcher, r.events_min_per_watcher,
+            r.watchers_broken
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nines_server::pb::etcdserverpb::{ResponseHeader, WatchResponse};
+    use nines_server::pb::mvccpb::{Event, KeyValue};
+
+    fn event(rev: i64) -> Event {
+        Event {
+            r#type: 0,
+            kv: Some(KeyValue {
+                key: b"/p/k".to_vec(),
+                create_revision: 1,
+                mod_revision: rev,
+                version: 1,
+                value: vec![b'v'; 300],
+                lease: 0,
+            }),
+            prev_kv: Some(KeyValue {
+                key: b"/p/k".to_vec(),
+                mod_revision: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn summary_reads_revisions_and_order() {
+        let resp = WatchResponse {
+            header: Some(ResponseHeader {
+                revision: 9,
+                ..Default::default()
+            }),
+            watch_id: 3,
+            events: vec![event(5), event(7), event(9)],
+            ..Default::default()
+        };
+        let s = summarize(&resp.encode_to_vec()).expect("decodes");
+        assert_eq!((s.events, s.first_revision, s.last_revision), (3, 5, 9));
+        assert!(s.in_order && !s.canceled);
+        let resp = WatchResponse {
+            events: vec![event(7), event(7)],
+            canceled: true,
+            ..Default::default()
+        };
+        let s = summarize(&resp.encode_to_vec()).expect("decodes");
+        assert!(!s.in_order && s.canceled);
+        assert!(summarize(&resp.encode_to_vec()[..20]).is_err());
+    }
+
+    #[test]
+    fn prefix_end_is_etcds() {
+        assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff"), vec![0]);
+    }
 }
