@@ -118,9 +118,11 @@ wait_port "$PORT"
 curl -s -o /dev/null "http://127.0.0.1:$PORT/"
 ticks() { awk '{print $14 + $15}' "/proc/$GW/stat"; }
 uticks() { awk '{print $14}' "/proc/$GW/stat"; }
+# Context switches of all the gateway's threads (sleeps on an empty event loop, preemptions).
+switches() { cat /proc/$GW/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 HZ=$(getconf CLK_TCK)
 for r in $(seq 1 "$REPEAT"); do
-  before=$(ticks); ubefore=$(uticks)
+  before=$(ticks); ubefore=$(uticks); sbefore=$(switches)
   if [ -n "${PERF_OUT:-}" ] && [ "$r" = 1 ]; then
     perf record -e cpu-clock -F 2000 ${PERF_ARGS:--g} -o "$PERF_OUT" -p "$GW" -- sleep "$DURATION" >/dev/null 2>&1 &
     PERF_PID=$!
@@ -130,11 +132,11 @@ for r in $(seq 1 "$REPEAT"); do
     PERF_PID=$!
   fi
   out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$PORT/")
-  after=$(ticks); uafter=$(uticks)
+  after=$(ticks); uafter=$(uticks); safter=$(switches)
   if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
   reqs=$(echo "$out" | grep -oE '^ *[0-9]+ requests in' | grep -oE '[0-9]+')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  python3 -c "print(f'cpu_us_per_request={($after-$before)/$HZ*1e6/$reqs:.2f} user_us={($uafter-$ubefore)/$HZ*1e6/$reqs:.2f} requests=$reqs rps=$rps p99=$p99 non2xx=${non2xx:-0}')"
+  python3 -c "print(f'cpu_us_per_request={($after-$before)/$HZ*1e6/$reqs:.2f} user_us={($uafter-$ubefore)/$HZ*1e6/$reqs:.2f} switches_per_request={($safter-$sbefore)/$reqs:.3f} requests=$reqs rps=$rps p99=$p99 non2xx=${non2xx:-0}')"
 done

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod framing;
 pub mod gateway;
 pub mod hash;
+pub mod head;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::request::Parts;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Either, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::SendRequest;
@@ -27,6 +26,9 @@ use crate::body::{Lease, ProxyBody, UpBody};
 use crate::cluster::Cluster;
 use crate::config::{HashKey, RouteConfig};
 use crate::hash::{hash_bytes, hash_ip};
+use crate::head::{
+    clone_head, prepare_head, strip_request_hop_headers, strip_response_hop_headers, Forwarding,
+};
 use crate::metrics::{ListenerMetrics, RequestStats};
 use crate::stream::SendStream;
 use crate::upstream::{Connection, ResponseHead, UpstreamError, WireRequest};
@@ -35,11 +37,6 @@ use crate::upstream::{Connection, ResponseHead, UpstreamError, WireRequest};
 pub const REPLAY_BODY_BYTES_MAX: u64 = 64 * 1024;
 /// Default request body limit.
 pub const BODY_BYTES_MAX_DEFAULT: u64 = 16 * 1024 * 1024;
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// A compiled route.
 #[derive(Debug)]
@@ -164,8 +161,7 @@ pub struct ConnContext {
     pub peer: SocketAddr,
     /// Set by the framing tracker when the client sent an ambiguous head.
     pub framing_violation: Arc<AtomicBool>,
-    xff: HeaderValue,
-    forwarded: HeaderValue,
+    forwarding: Forwarding,
     peer_hash: u64,
 }
 
@@ -177,18 +173,11 @@ impl ConnContext {
         framing_violation: Arc<AtomicBool>,
     ) -> ConnContext {
         let ip = peer.ip();
-        let xff =
-            HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value");
-        let forwarded = match ip {
-            std::net::IpAddr::V4(v4) => format!("for={v4};proto=http"),
-            std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\";proto=http"),
-        };
         ConnContext {
             slot,
             peer,
             framing_violation,
-            xff,
-            forwarded: HeaderValue::from_str(&forwarded).expect("forwarded value is ASCII"),
+            forwarding: Forwarding::new(ip),
             peer_hash: hash_ip(ip),
         }
     }
@@ -315,92 +304,6 @@ fn cookie<'r, B>(request: &'r Request<B>, name: &str) -> Option<&'r str> {
         })
 }
 
-/// Rewrites the head for the backend: drops hop-by-hop fields, adds
-/// X-Forwarded-For/-Proto and Forwarded, and turns HTTP/2 into HTTP/1.1.
-fn prepare_head(parts: &mut Parts, ctx: &ConnContext, keep_upgrade: bool) {
-    let headers = &mut parts.headers;
-    // One pass over the names finds the fields to drop, so a request without
-    // hop-by-hop fields (the usual case) costs no hashed lookups for them.
-    let mut connection = false;
-    let mut hop_by_hop = false;
-    let mut forwarded_for = false;
-    for name in headers.keys() {
-        if name == header::CONNECTION || name == header::UPGRADE {
-            connection = true;
-        } else if is_request_hop_by_hop(name) {
-            hop_by_hop = true;
-        } else if name == X_FORWARDED_FOR {
-            forwarded_for = true;
-        }
-    }
-    if connection && !keep_upgrade {
-        if let Some(connection) = headers.remove(header::CONNECTION) {
-            if let Ok(tokens) = connection.to_str() {
-                for token in tokens.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                    headers.remove(token);
-                }
-            }
-        }
-        headers.remove(header::UPGRADE);
-    }
-    if hop_by_hop {
-        for name in [
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-            &header::TE,
-            &header::TRAILER,
-            &header::TRANSFER_ENCODING,
-        ] {
-            headers.remove(name);
-        }
-    }
-    headers.reserve(3);
-    // Checked again: a `Connection` token may have named X-Forwarded-For.
-    let joined = forwarded_for
-        .then(|| headers.get(&X_FORWARDED_FOR))
-        .flatten()
-        .map(|v| [v.as_bytes(), b", ", ctx.xff.as_bytes()].concat());
-    match joined {
-        Some(joined) => {
-            if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                headers.insert(&X_FORWARDED_FOR, value);
-            }
-        }
-        None => {
-            headers.insert(&X_FORWARDED_FOR, ctx.xff.clone());
-        }
-    }
-    headers.append(header::FORWARDED, ctx.forwarded.clone());
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if parts.version != Version::HTTP_11 {
-        if parts.version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
-            if let Some(authority) = parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            {
-                headers.insert(header::HOST, authority);
-            }
-        }
-        if parts.uri.scheme().is_some() {
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            if let Ok(uri) = Uri::try_from(path) {
-                parts.uri = uri;
-            }
-        }
-        parts.version = Version::HTTP_11;
-    }
-}
-
-fn clone_head(parts: &Parts) -> Request<()> {
-    let mut request = Request::new(());
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    request
-}
-
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
@@ -517,7 +420,7 @@ async fn forward(
         .and_then(|name| cookie(&request, name))
         .and_then(|v| u64::from_str_radix(v, 16).ok());
     let (mut parts, body) = request.into_parts();
-    prepare_head(&mut parts, ctx, false);
+    strip_request_hop_headers(&mut parts, false);
     let idempotent = policy.all_methods || is_idempotent(&parts.method);
     let may_replay = idempotent
         && policy.attempts > 1
@@ -544,7 +447,7 @@ async fn forward(
         stream = Some(Limited::new(body, body_bytes_max as usize));
     }
     // The head is serialized once: every attempt sends the same bytes.
-    let wire = WireRequest::encode(&parts, replay.as_ref());
+    let wire = WireRequest::encode(&parts, replay.as_ref(), &ctx.forwarding);
     drop(parts);
     let attempts = (policy.attempts as usize).clamp(1, ATTEMPTS_MAX);
     let mut tried: [usize; ATTEMPTS_MAX] = [usize::MAX; ATTEMPTS_MAX];
@@ -690,44 +593,6 @@ fn record_failure(cluster: &Cluster, backend: &Backend) {
     }
 }
 
-/// Whether `name` is a hop-by-hop request field other than `Connection` and
-/// `Upgrade` (which an upgrade keeps).
-fn is_request_hop_by_hop(name: &HeaderName) -> bool {
-    name == KEEP_ALIVE
-        || name == PROXY_CONNECTION
-        || name == header::TE
-        || name == header::TRAILER
-        || name == header::TRANSFER_ENCODING
-}
-
-fn strip_response_hop_headers(headers: &mut http::HeaderMap) {
-    // Backends send `Connection` on most responses and the rest rarely: find
-    // what is present in one pass and remove only that.
-    let mut present = [false; 4];
-    for name in headers.keys() {
-        if name == header::CONNECTION {
-            present[0] = true;
-        } else if name == KEEP_ALIVE {
-            present[1] = true;
-        } else if name == header::TRANSFER_ENCODING {
-            present[2] = true;
-        } else if name == PROXY_CONNECTION {
-            present[3] = true;
-        }
-    }
-    let names = [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &header::TRANSFER_ENCODING,
-        &PROXY_CONNECTION,
-    ];
-    for (name, present) in names.into_iter().zip(present) {
-        if present {
-            headers.remove(name);
-        }
-    }
-}
-
 /// Forwards an `Upgrade` request on a dedicated connection and, on 101,
 /// splices the two upgraded streams together.
 async fn upgrade(
@@ -739,7 +604,7 @@ async fn upgrade(
     let key = key_hash(ctx, cluster.hash_key.as_ref(), &request);
     let client_upgrade = hyper::upgrade::on(&mut request);
     let (mut parts, body) = request.into_parts();
-    prepare_head(&mut parts, ctx, true);
+    prepare_head(&mut parts, &ctx.forwarding, true);
     let mut tried = Vec::new();
     let mut body = Some(body);
     for _ in 0..(cluster.retry.attempts as usize).clamp(1, ATTEMPTS_MAX) {
@@ -816,86 +681,6 @@ mod tests {
             .body(())
             .expect("request");
         assert_eq!(request_host(&request), Some("[::1]"));
-    }
-
-    fn context() -> ConnContext {
-        let runtime = ListenerRuntime {
-            name: "web".to_owned(),
-            routes: Vec::new(),
-            default: None,
-            body_bytes_max: BODY_BYTES_MAX_DEFAULT,
-            request_timeout: None,
-            limits: crate::server::HttpLimits {
-                header_read_timeout: Duration::from_secs(1),
-                header_bytes_max: 1024,
-                header_count_max: 10,
-            },
-            metrics: Arc::default(),
-            access_log: None,
-        };
-        ConnContext::new(
-            Arc::new(ArcSwap::from_pointee(runtime)),
-            "10.0.0.9:5000".parse().expect("addr"),
-            Arc::default(),
-        )
-    }
-
-    fn prepared(request: Request<()>, keep_upgrade: bool) -> Parts {
-        let (mut parts, ()) = request.into_parts();
-        prepare_head(&mut parts, &context(), keep_upgrade);
-        parts
-    }
-
-    #[test]
-    fn hop_by_hop_fields_and_the_ones_connection_names_are_dropped() {
-        let request = Request::builder()
-            .uri("/")
-            .header("connection", "close, x-secret, x-forwarded-for")
-            .header("x-secret", "1")
-            .header("x-forwarded-for", "1.2.3.4")
-            .header("keep-alive", "timeout=5")
-            .header("te", "trailers")
-            .header("upgrade", "h2c")
-            .header("x-kept", "yes")
-            .body(())
-            .expect("request");
-        let parts = prepared(request, false);
-        for gone in ["connection", "x-secret", "keep-alive", "te", "upgrade"] {
-            assert!(!parts.headers.contains_key(gone), "{gone}");
-        }
-        assert_eq!(parts.headers["x-kept"], "yes");
-        // The client's X-Forwarded-For was named by Connection, so only the peer is left.
-        assert_eq!(parts.headers["x-forwarded-for"], "10.0.0.9");
-        assert_eq!(parts.headers["x-forwarded-proto"], "http");
-        assert_eq!(parts.headers["forwarded"], "for=10.0.0.9;proto=http");
-    }
-
-    #[test]
-    fn forwarded_for_is_appended_and_upgrades_keep_their_fields() {
-        let request = Request::builder()
-            .uri("/")
-            .header("x-forwarded-for", "1.2.3.4")
-            .header("connection", "upgrade")
-            .header("upgrade", "websocket")
-            .header("proxy-connection", "keep-alive")
-            .body(())
-            .expect("request");
-        let parts = prepared(request, true);
-        assert_eq!(parts.headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
-        assert_eq!(parts.headers["upgrade"], "websocket");
-        assert_eq!(parts.headers["connection"], "upgrade");
-        assert!(!parts.headers.contains_key("proxy-connection"));
-    }
-
-    #[test]
-    fn response_hop_by_hop_fields_are_stripped() {
-        let mut headers = http::HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("keep-alive"));
-        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        headers.insert("content-length", HeaderValue::from_static("3"));
-        strip_response_hop_headers(&mut headers);
-        assert_eq!(headers.len(), 1);
-        assert_eq!(headers["content-length"], "3");
     }
 
     #[test]

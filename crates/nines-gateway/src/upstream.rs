@@ -24,6 +24,7 @@ use socket2::SockRef;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use crate::head::Forwarding;
 use crate::stream::SendStream;
 
 /// Size of a connection's read buffer; a response head must fit in it.
@@ -113,29 +114,18 @@ pub struct WireRequest {
 }
 
 impl WireRequest {
-    /// Serializes a prepared request head. With `body` given, it is sent
+    /// Serializes a request head whose hop-by-hop fields are gone, with the
+    /// forwarding fields of its client. With `body` given, it is sent
     /// after the head with a Content-Length; without, the caller streams the
     /// body, with the client's Content-Length when it sent one, else chunked.
-    pub fn encode(parts: &Parts, body: Option<&Bytes>) -> WireRequest {
+    pub fn encode(parts: &Parts, body: Option<&Bytes>, forwarding: &Forwarding) -> WireRequest {
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut wire = BytesMut::with_capacity(256 + body.map_or(0, Bytes::len));
         wire.put_slice(parts.method.as_str().as_bytes());
         wire.put_u8(b' ');
         wire.put_slice(target.as_bytes());
         wire.put_slice(b" HTTP/1.1\r\n");
-        let mut had_length = false;
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH {
-                had_length = true;
-                if body.is_some() {
-                    continue;
-                }
-            }
-            wire.put_slice(name.as_str().as_bytes());
-            wire.put_slice(b": ");
-            wire.put_slice(value.as_bytes());
-            wire.put_slice(b"\r\n");
-        }
+        let had_length = forwarding.encode_fields(&parts.headers, body.is_some(), &mut wire);
         let chunked = body.is_none() && !had_length;
         match body {
             Some(body) if !body.is_empty() || had_length => {
@@ -623,20 +613,26 @@ mod tests {
             .expect("request")
             .into_parts();
         parts.headers.remove("transfer-encoding");
+        let forwarding = Forwarding::new("10.0.0.9".parse().expect("ip"));
         let body = Bytes::from_static(b"abc");
-        let wire = WireRequest::encode(&parts, Some(&body));
+        let wire = WireRequest::encode(&parts, Some(&body), &forwarding);
         assert_eq!(
             &wire.bytes[..],
-            b"POST /submit?x=1 HTTP/1.1\r\nhost: example.com\r\ncontent-length: 3\r\n\r\nabc"
+            b"POST /submit?x=1 HTTP/1.1\r\nhost: example.com\r\nx-forwarded-for: 10.0.0.9\r\n\
+              forwarded: for=10.0.0.9;proto=http\r\nx-forwarded-proto: http\r\n\
+              content-length: 3\r\n\r\nabc"
         );
-        let wire = WireRequest::encode(&parts, None);
+        let wire = WireRequest::encode(&parts, None, &forwarding);
         assert!(wire.chunked);
         assert!(wire.bytes.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
         parts
             .headers
             .insert("content-length", HeaderValue::from_static("10"));
-        let wire = WireRequest::encode(&parts, None);
+        let wire = WireRequest::encode(&parts, None, &forwarding);
         assert!(!wire.chunked);
-        assert!(wire.bytes.ends_with(b"content-length: 10\r\n\r\n"));
+        let text = String::from_utf8_lossy(&wire.bytes);
+        assert!(text.contains("\r\ncontent-length: 10\r\n"), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(text.ends_with("x-forwarded-proto: http\r\n\r\n"), "{text}");
     }
 }
