@@ -1,9 +1,11 @@
 //! The Raft side of a nines member, on openraft: the durable log
 //! ([`log_store`]), the state machine over `nines-store` ([`state_machine`]),
-//! the peer transport ([`network`], `peer_service`) and the member handle
+//! the peer transport ([`network`], `peer_service`, with the write
+//! coalescing of [`coalesce`] that the client listener uses too) and the member handle
 //! ([`RaftNode`]) that the server layer uses to write and to read
 //! linearizably. It knows nothing of the client protocol.
 
+pub mod coalesce;
 pub mod log_store;
 pub mod membership;
 pub mod network;

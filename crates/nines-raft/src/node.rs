@@ -167,9 +167,29 @@ impl MetricsWait {
     }
 }
 
-struct Proposal {
-    cmd: Command,
-    tx: oneshot::Sender<Result<Outcome, WriteError>>,
+/// What waits in the proposal queue: one client command, or a follower's
+/// forwarded commands, which the leader proposes together and answers with
+/// one message (not one channel, timer and wake-up per command).
+enum Proposal {
+    /// One command and where its outcome goes.
+    One {
+        cmd: Command,
+        tx: oneshot::Sender<Result<Outcome, WriteError>>,
+    },
+    /// Several commands; their outcomes go back in order.
+    Group {
+        cmds: Vec<Command>,
+        tx: oneshot::Sender<Vec<Result<Outcome, WriteError>>>,
+    },
+}
+
+impl Proposal {
+    fn len(&self) -> usize {
+        match self {
+            Proposal::One { .. } => 1,
+            Proposal::Group { cmds, .. } => cmds.len(),
+        }
+    }
 }
 
 /// A member's status, for `Maintenance.Status` and the dashboard.
@@ -399,7 +419,7 @@ impl RaftNode {
         let (tx, rx) = oneshot::channel();
         self.core
             .proposals
-            .send(Proposal { cmd, tx })
+            .send(Proposal::One { cmd, tx })
             .await
             .map_err(|_| WriteError::Stopped)?;
         match tokio::time::timeout(self.core.request_timeout, rx).await {
@@ -658,29 +678,27 @@ impl Core {
         }
     }
 
-    /// Proposes commands from a follower (through `Forward`) as if local.
+    /// Proposes commands from a follower (through `Forward`) as if local;
+    /// the outcomes come back in the order of `cmds`.
     pub(crate) async fn propose_all(&self, cmds: Vec<Command>) -> Vec<Result<Outcome, WriteError>> {
-        let mut rxs = Vec::with_capacity(cmds.len());
-        for cmd in cmds {
-            let (tx, rx) = oneshot::channel();
-            if self.proposals.send(Proposal { cmd, tx }).await.is_err() {
-                rxs.push(None);
-            } else {
-                rxs.push(Some(rx));
-            }
+        let n = cmds.len();
+        if n == 0 {
+            return Vec::new();
         }
-        let mut out = Vec::with_capacity(rxs.len());
-        for rx in rxs {
-            out.push(match rx {
-                None => Err(WriteError::Stopped),
-                Some(rx) => match tokio::time::timeout(self.request_timeout, rx).await {
-                    Err(_) => Err(WriteError::Timeout),
-                    Ok(Err(_)) => Err(WriteError::Stopped),
-                    Ok(Ok(r)) => r,
-                },
-            });
+        let (tx, rx) = oneshot::channel();
+        if self
+            .proposals
+            .send(Proposal::Group { cmds, tx })
+            .await
+            .is_err()
+        {
+            return vec![Err(WriteError::Stopped); n];
         }
-        out
+        match tokio::time::timeout(self.request_timeout, rx).await {
+            Err(_) => vec![Err(WriteError::Timeout); n],
+            Ok(Err(_)) => vec![Err(WriteError::Stopped); n],
+            Ok(Ok(r)) => r,
+        }
     }
 
     /// Sets a member's node information (its client URLs) through Raft.
@@ -735,24 +753,58 @@ async fn run_proposer(core: Arc<Core>, mut rx: mpsc::Receiver<Proposal>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
+        // A forwarded group may take a batch past the bound, by less than
+        // one follower's batch: groups are never split.
+        let mut commands = first.len();
         let mut batch = vec![first];
-        while batch.len() < BATCH_COMMANDS_MAX {
+        while commands < BATCH_COMMANDS_MAX {
             match rx.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) => {
+                    commands += p.len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }
         let core = core.clone();
         tokio::spawn(async move {
-            let (cmds, txs): (Vec<Command>, Vec<_>) =
-                batch.into_iter().map(|p| (p.cmd, p.tx)).unzip();
-            let results = submit(&core, cmds).await;
-            for (tx, r) in txs.into_iter().zip(results) {
-                let _ = tx.send(r);
+            let mut cmds = Vec::with_capacity(commands);
+            let mut waiting = Vec::with_capacity(batch.len());
+            for p in batch {
+                match p {
+                    Proposal::One { cmd, tx } => {
+                        cmds.push(cmd);
+                        waiting.push(Answer::One(tx));
+                    }
+                    Proposal::Group { cmds: group, tx } => {
+                        waiting.push(Answer::Group(group.len(), tx));
+                        cmds.extend(group);
+                    }
+                }
+            }
+            let mut results = submit(&core, cmds).await.into_iter();
+            for answer in waiting {
+                match answer {
+                    Answer::One(tx) => {
+                        let r = results.next().unwrap_or(Err(WriteError::LeaderChanged));
+                        let _ = tx.send(r);
+                    }
+                    Answer::Group(n, tx) => {
+                        let mut rs: Vec<_> = results.by_ref().take(n).collect();
+                        rs.resize(n, Err(WriteError::LeaderChanged));
+                        let _ = tx.send(rs);
+                    }
+                }
             }
             drop(permit);
         });
     }
+}
+
+/// Where the outcomes of a batch go, in the batch's order.
+enum Answer {
+    One(oneshot::Sender<Result<Outcome, WriteError>>),
+    Group(usize, oneshot::Sender<Vec<Result<Outcome, WriteError>>>),
 }
 
 /// Commits a batch: on the leader through openraft, elsewhere by forwarding

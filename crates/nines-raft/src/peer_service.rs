@@ -9,7 +9,6 @@ use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::membership::MembershipRequest;
@@ -35,14 +34,9 @@ pub(crate) fn spawn(core: Arc<Core>, listener: tokio::net::TcpListener) {
             .initial_stream_window_size(PEER_WINDOW_BYTES)
             .initial_connection_window_size(PEER_WINDOW_BYTES * 2)
             .add_service(svc)
-            // Accepted sockets do not inherit the builder's nodelay: set it on
-            // the incoming stream, or small answers wait for delayed ACKs.
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
-            )
+            .serve_with_incoming_shutdown(crate::coalesce::incoming(listener), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
             .await;
         if let Err(e) = res {
             tracing::error!(error = %e, "peer transport stopped");

@@ -21,7 +21,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use nines_raft::{NodeConfig, RaftNode, StartError};
-use tonic::transport::server::TcpIncoming;
 
 /// Generated etcd API types and services.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -199,10 +198,10 @@ pub async fn run_with(
         .add_service(ElectionServer::new(recipes))
         .add_service(MaintenanceServer::new(maint.clone()))
         .add_service(ClusterServer::new(maint))
-        // Accepted sockets do not inherit the builder's nodelay: set it on
-        // the incoming stream, or small answers wait for delayed ACKs.
+        // Accepted sockets get nodelay there, and answers finished together
+        // leave in one write (see nines_raft::coalesce).
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(client_listener).with_nodelay(Some(true)),
+            nines_raft::coalesce::incoming(client_listener),
             async move {
                 let _ = grpc_stop.wait_for(|s| *s).await;
             },
