@@ -11,7 +11,9 @@
 //! requests go on while every backend is down for a measured interval; the
 //! report's request counts equal what the client saw, across a restart of
 //! the gateway too; `GET /v1/gateways` shows the gateway and its backends,
-//! and a gateway disappears when it stops or is killed.
+//! and a gateway disappears when it stops or is killed. A gateway embedded
+//! in a member (`--gateway-config`) reports under the member's name, and a
+//! static cluster's requests count under the cluster's name.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -549,4 +551,61 @@ async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
     })
     .await;
     drop(backends);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_s_gateway_reports_under_the_member_s_name() {
+    // A static cluster (no registry service) counts under its own name.
+    let ports = nines_testkit::free_ports(2).expect("ports");
+    let (backend_port, gateway_port) = (ports[0], ports[1]);
+    let _backend = demo_backend(backend_port).expect("backend");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"shop\"\n\
+             bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"shop\"\n\n\
+             [[cluster]]\nname = \"shop\"\nbackends = [{{ addr = \"127.0.0.1:{backend_port}\" }}]\n"
+        ),
+    )
+    .expect("write config");
+    let c = cluster(1, &["--gateway-config", config.to_str().expect("utf-8")]).await;
+    let member = &c.members[0];
+    let gateway = format!("127.0.0.1:{gateway_port}");
+    let mut seen = ClientView::default();
+    for _ in 0..25 {
+        seen.get(&gateway).await;
+    }
+    assert_eq!(seen.failed, 0, "{seen:?}");
+    let list = wait_gateways(&member.http, Duration::from_secs(10), |l| {
+        gateway_named(l, &member.name)
+            .is_some_and(|g| g["clusters"][0]["requests"].as_u64() == Some(25))
+    })
+    .await;
+    let own = gateway_named(&list, &member.name).expect("the member's gateway");
+    assert_eq!(own["clusters"][0]["service"], "shop", "{own:#}");
+    assert_eq!(own["clusters"][0]["accounting"], "listener", "{own:#}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = http_get(&member.http, "/v1/availability/shop").await;
+        let report: Value = answer
+            .as_ref()
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, body)| serde_json::from_str(body).ok())
+            .unwrap_or(Value::Null);
+        let hour = &report["windows"][0]["gateway_requests"];
+        if hour["requests"] == 25 {
+            assert_eq!(hour["failed"], 0, "{report:#}");
+            assert_eq!(hour["success_percent"], 100.0, "{report:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no request figures: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, list) = http_get(&member.http, "/v1/availability")
+        .await
+        .expect("list");
+    assert_eq!(status, 200);
+    assert!(list.contains("\"service\":\"shop\""), "{list}");
 }
