@@ -16,7 +16,6 @@ use std::time::Duration;
 use nines_raft::RaftNode;
 use nines_store::{Event, EventKind};
 use prost::bytes::Bytes;
-use prost::Message;
 use tokio::sync::broadcast;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_stream::StreamExt;
@@ -24,7 +23,7 @@ use tonic::Streaming;
 
 use crate::pb::etcdserverpb as pb;
 use crate::watch_grpc::{Outbox, SessionStream};
-use crate::watch_hub::{encode_event, encode_response, EncodedBatch, Hub};
+use crate::watch_hub::{encode_event, EncodedBatch, Hub, WireResponse};
 
 /// Watchers on one stream, at most.
 pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
@@ -118,6 +117,19 @@ fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
     k >= key && k < end
 }
 
+/// Where to end the first fragment of `events`: after the event that brings
+/// it to [`RESPONSE_BYTES_SOFT_MAX`], if any event is left after it.
+fn fragment_cut(events: &[Bytes]) -> Option<usize> {
+    let mut bytes = 0usize;
+    for (i, e) in events.iter().enumerate() {
+        bytes += e.len();
+        if bytes >= RESPONSE_BYTES_SOFT_MAX {
+            return (i + 1 < events.len()).then_some(i + 1);
+        }
+    }
+    None
+}
+
 /// One client stream: its watchers, run by the stream's response body.
 struct Session {
     node: RaftNode,
@@ -166,6 +178,11 @@ impl Session {
     /// response per watcher for many revisions (as etcd batches); a lag of
     /// the hub or of this stream turns into a replay from history.
     async fn on_batches(&mut self, first: Arc<EncodedBatch>) {
+        // Fan-out gives way to the write path: tasks already queued on this
+        // worker (Raft, client requests) run first, and the batches the hub
+        // publishes meanwhile join this delivery, so a busy member sends
+        // fewer, fuller responses.
+        tokio::task::yield_now().await;
         let mut live = Vec::new();
         let mut lagged = false;
         let mut next = Some(first);
@@ -200,7 +217,7 @@ impl Session {
     }
 
     async fn send(&self, resp: pb::WatchResponse) {
-        self.outbox.push(Bytes::from(resp.encode_to_vec())).await
+        self.outbox.push(WireResponse::new(&resp, Vec::new())).await
     }
 
     fn add_watcher(&mut self, id: i64, w: Watcher) {
@@ -400,19 +417,18 @@ impl Session {
             fragment,
             ..Default::default()
         };
-        let mut start = 0;
-        let mut bytes = 0usize;
-        for (i, e) in events.iter().enumerate() {
-            bytes += e.len();
-            if fragment && bytes >= RESPONSE_BYTES_SOFT_MAX && i + 1 < events.len() {
-                let piece = encode_response(&head(true), &events[start..=i]);
-                self.outbox.push(piece).await;
-                start = i + 1;
-                bytes = 0;
-            }
+        let mut events = events;
+        // With `fragment`, pieces of about RESPONSE_BYTES_SOFT_MAX, each but
+        // the last marked as followed by more.
+        while let Some(at) = fragment.then(|| fragment_cut(&events)).flatten() {
+            let rest = events.split_off(at);
+            let piece = std::mem::replace(&mut events, rest);
+            self.outbox
+                .push(WireResponse::new(&head(true), piece))
+                .await;
         }
         self.outbox
-            .push(encode_response(&head(false), &events[start..]))
+            .push(WireResponse::new(&head(false), events))
             .await
     }
 
@@ -471,5 +487,36 @@ impl Session {
             })
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_are_cut_after_the_soft_max_only_with_events_left() {
+        let big = Bytes::from(vec![0u8; RESPONSE_BYTES_SOFT_MAX / 2]);
+        let small = Bytes::from_static(b"e");
+        assert_eq!(fragment_cut(&[small.clone(), small.clone()]), None);
+        assert_eq!(fragment_cut(&[big.clone(), big.clone()]), None);
+        assert_eq!(
+            fragment_cut(&[big.clone(), big.clone(), small.clone()]),
+            Some(2)
+        );
+        assert_eq!(
+            fragment_cut(&[big.clone(), small, big.clone(), big]),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn ranges_follow_etcds_conventions() {
+        assert!(in_range(b"a", b"a", b""));
+        assert!(!in_range(b"ab", b"a", b""));
+        assert!(in_range(b"zz", b"b", b"\0"));
+        assert!(!in_range(b"a", b"b", b"\0"));
+        assert!(in_range(b"a/x", b"a/", b"a0"));
+        assert!(!in_range(b"a0", b"a/", b"a0"));
     }
 }

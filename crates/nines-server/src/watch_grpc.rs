@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use prost::bytes::{BufMut, Bytes};
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, StdError};
 use tonic::{Status, Streaming};
@@ -24,6 +23,7 @@ use tonic_prost::ProstDecoder;
 
 use crate::pb::etcdserverpb as pb;
 use crate::watch::WatchService;
+use crate::watch_hub::WireResponse;
 
 /// The gRPC path of the one method.
 const WATCH_PATH: &str = "/etcdserverpb.Watch/Watch";
@@ -80,7 +80,7 @@ where
 struct WatchMethod(Arc<WatchService>);
 
 impl tonic::server::StreamingService<pb::WatchRequest> for WatchMethod {
-    type Response = Bytes;
+    type Response = WireResponse;
     type ResponseStream = SessionStream;
     type Future = std::future::Ready<Result<tonic::Response<SessionStream>, Status>>;
 
@@ -94,7 +94,7 @@ impl tonic::server::StreamingService<pb::WatchRequest> for WatchMethod {
 struct WatchCodec;
 
 impl Codec for WatchCodec {
-    type Encode = Bytes;
+    type Encode = WireResponse;
     type Decode = pb::WatchRequest;
     type Encoder = EncodedEncoder;
     type Decoder = ProstDecoder<pb::WatchRequest>;
@@ -108,15 +108,16 @@ impl Codec for WatchCodec {
     }
 }
 
-/// Copies an encoded message into the frame.
+/// Writes an encoded message into the frame.
 struct EncodedEncoder;
 
 impl Encoder for EncodedEncoder {
-    type Item = Bytes;
+    type Item = WireResponse;
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
+    fn encode(&mut self, item: WireResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.reserve(item.encoded_len());
+        item.write_to(dst);
         Ok(())
     }
 }
@@ -125,7 +126,7 @@ impl Encoder for EncodedEncoder {
 /// yet. Bounded: a full outbox makes the session wait (see [`Outbox::push`]).
 #[derive(Default)]
 pub(crate) struct Outbox {
-    queue: Mutex<VecDeque<Bytes>>,
+    queue: Mutex<VecDeque<WireResponse>>,
 }
 
 impl Outbox {
@@ -133,8 +134,8 @@ impl Outbox {
     /// no waker, which is sound only because of the invariant of
     /// [`SessionStream`]: the session is polled by its stream alone, and the
     /// stream polls it again once it has handed every queued response on.
-    pub async fn push(&self, bytes: Bytes) {
-        let mut item = Some(bytes);
+    pub async fn push(&self, response: WireResponse) {
+        let mut item = Some(response);
         std::future::poll_fn(|_cx| {
             let mut queue = self.queue.lock().expect("outbox lock poisoned");
             if queue.len() >= OUTBOX_MAX {
@@ -146,7 +147,7 @@ impl Outbox {
         .await
     }
 
-    fn pop(&self) -> Option<Bytes> {
+    fn pop(&self) -> Option<WireResponse> {
         self.queue.lock().expect("outbox lock poisoned").pop_front()
     }
 }
@@ -170,11 +171,11 @@ impl SessionStream {
 }
 
 impl Stream for SessionStream {
-    type Item = Result<Bytes, Status>;
+    type Item = Result<WireResponse, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(bytes) = self.outbox.pop() {
-            return Poll::Ready(Some(Ok(bytes)));
+        if let Some(response) = self.outbox.pop() {
+            return Poll::Ready(Some(Ok(response)));
         }
         // Invariant: the session is polled here and nowhere else, and only
         // with an empty outbox, so a session waiting on a full outbox is
@@ -186,7 +187,7 @@ impl Stream for SessionStream {
             }
         }
         match self.outbox.pop() {
-            Some(bytes) => Poll::Ready(Some(Ok(bytes))),
+            Some(response) => Poll::Ready(Some(Ok(response))),
             None if self.session.is_none() => Poll::Ready(None),
             None => Poll::Pending,
         }

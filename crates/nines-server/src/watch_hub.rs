@@ -13,7 +13,7 @@ use std::sync::{Arc, Once, OnceLock};
 
 use nines_raft::{AppliedEvents, RaftNode};
 use nines_store::Event;
-use prost::bytes::{BufMut, Bytes, BytesMut};
+use prost::bytes::{BufMut, Bytes};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
 use prost::Message;
 use tokio::sync::broadcast;
@@ -112,25 +112,46 @@ pub(crate) fn encode_event(e: &Event, prev_kv: bool) -> Bytes {
     Bytes::from(event_to_pb(e).encode_to_vec())
 }
 
-/// Encodes a `WatchResponse`: `head` (which carries no events) followed by
-/// `events`, each already an encoded `mvccpb.Event`. The result is what prost
-/// would write for `head` with those events, since `events` is the message's
-/// last field.
-pub(crate) fn encode_response(head: &pb::WatchResponse, events: &[Bytes]) -> Bytes {
-    debug_assert!(head.events.is_empty(), "events are passed encoded");
-    let events_len: usize = events
-        .iter()
-        .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
-        .sum();
-    let mut buf = BytesMut::with_capacity(head.encoded_len() + events_len);
-    head.encode(&mut buf)
-        .expect("the buffer was sized for the head");
-    for e in events {
-        encode_key(EVENTS_FIELD, WireType::LengthDelimited, &mut buf);
-        encode_varint(e.len() as u64, &mut buf);
-        buf.put_slice(e);
+/// A `WatchResponse` ready for the wire: `head`, the message without its
+/// events, encoded; then `events`, each an encoded `mvccpb.Event`, as field
+/// 11. Written straight into the gRPC frame, so a watcher's copy of an event
+/// is made there and nowhere else. The bytes are what prost writes for the
+/// whole message, since `events` is its last field.
+#[derive(Debug)]
+pub(crate) struct WireResponse {
+    head: Bytes,
+    events: Vec<Bytes>,
+}
+
+impl WireResponse {
+    /// `head` (which carries no events itself) followed by `events`.
+    pub fn new(head: &pb::WatchResponse, events: Vec<Bytes>) -> WireResponse {
+        debug_assert!(head.events.is_empty(), "events are passed encoded");
+        WireResponse {
+            head: Bytes::from(head.encode_to_vec()),
+            events,
+        }
     }
-    buf.freeze()
+
+    /// Bytes on the wire.
+    pub fn encoded_len(&self) -> usize {
+        self.head.len()
+            + self
+                .events
+                .iter()
+                .map(|e| 1 + encoded_len_varint(e.len() as u64) + e.len())
+                .sum::<usize>()
+    }
+
+    /// Writes the message into `dst`.
+    pub fn write_to(&self, dst: &mut impl BufMut) {
+        dst.put_slice(&self.head);
+        for e in &self.events {
+            encode_key(EVENTS_FIELD, WireType::LengthDelimited, dst);
+            encode_varint(e.len() as u64, dst);
+            dst.put_slice(e);
+        }
+    }
 }
 
 /// The member's fan-out hub: started by the first watch stream, it runs until
@@ -250,7 +271,10 @@ mod tests {
                 ..Default::default()
             };
             let bytes: Vec<Bytes> = events.iter().map(|e| encode_event(e, prev_kv)).collect();
-            let ours = encode_response(&head, &bytes);
+            let wire = WireResponse::new(&head, bytes);
+            let mut ours = Vec::new();
+            wire.write_to(&mut ours);
+            assert_eq!(ours.len(), wire.encoded_len());
             let mut full = head.clone();
             full.events = events
                 .iter()
@@ -262,8 +286,11 @@ mod tests {
                     })
                 })
                 .collect();
-            assert_eq!(ours.as_ref(), full.encode_to_vec().as_slice());
-            assert_eq!(pb::WatchResponse::decode(ours).expect("decodes"), full);
+            assert_eq!(ours, full.encode_to_vec());
+            assert_eq!(
+                pb::WatchResponse::decode(ours.as_slice()).expect("decodes"),
+                full
+            );
         }
     }
 

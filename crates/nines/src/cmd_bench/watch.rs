@@ -71,6 +71,8 @@ pub struct WatchReport {
     /// Watchers that got every acknowledged write, in revision order, and
     /// were never canceled.
     watchers_complete: usize,
+    /// Responses with events, over all watchers.
+    responses_with_events: u64,
     /// Watchers that saw an event at or below a revision they had already
     /// seen (a duplicate or a reordering), or were canceled.
     watchers_broken: usize,
@@ -249,6 +251,7 @@ async fn open_watcher(
 
 /// Per-watcher tallies shared with the connection tasks.
 struct Tallies {
+    responses: AtomicU64,
     events: Vec<AtomicU64>,
     broken: Vec<AtomicU64>,
 }
@@ -270,6 +273,7 @@ async fn follow(streams: Vec<(usize, tonic::Streaming<Summary>)>, tallies: Arc<T
             tallies.broken[i].store(1, Ordering::Relaxed);
         }
         if s.events > 0 {
+            tallies.responses.fetch_add(1, Ordering::Relaxed);
             last[i] = s.last_revision;
             tallies.events[i].fetch_add(s.events, Ordering::Relaxed);
         }
@@ -333,6 +337,7 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         .unwrap_or(0)
         + 1;
     let tallies = Arc::new(Tallies {
+        responses: AtomicU64::new(0),
         events: (0..args.watchers).map(|_| AtomicU64::new(0)).collect(),
         broken: (0..args.watchers).map(|_| AtomicU64::new(0)).collect(),
     });
@@ -414,6 +419,7 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         events_min_per_watcher: min,
         watchers_complete: complete,
         watchers_broken: (0..args.watchers).filter(|&i| broken(i)).count(),
+        responses_with_events: tallies.responses.load(Ordering::Relaxed),
     })
 }
 
