@@ -94,7 +94,7 @@ impl LocalCluster {
     /// Starts `n` members of a new cluster under `dir`.
     pub fn start(exe: &Path, n: usize, dir: &Path) -> anyhow::Result<LocalCluster> {
         let ports = free_ports(n * 3)?;
-        let mut members: Vec<Member> = (0..n)
+        let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("n{}", i + 1),
                 client: format!("127.0.0.1:{}", ports[i * 3]),
@@ -108,7 +108,10 @@ impl LocalCluster {
             .map(|m| format!("{}=http://{}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
-        for m in &mut members {
+        // Owned by the cluster from the start: should a later member fail
+        // to start, dropping it stops the ones already running.
+        let mut cluster = LocalCluster { members };
+        for m in &mut cluster.members {
             let log = std::fs::File::create(dir.join(format!("{}.log", m.name)))
                 .with_context(|| format!("cannot create the log of {}", m.name))?;
             let child = Command::new(exe)
@@ -133,7 +136,7 @@ impl LocalCluster {
                 .with_context(|| format!("cannot start member {}", m.name))?;
             m.child = Some(child);
         }
-        Ok(LocalCluster { members })
+        Ok(cluster)
     }
 
     /// The comma-separated client endpoints.
@@ -499,15 +502,20 @@ pub fn run(args: PlaygroundArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    // Before any process starts, so that no signal finds a child running
+    // and the playground gone without cleaning up.
+    let mut stop = {
+        let _runtime = rt.enter();
+        StopSignals::install()?
+    };
     let mut cluster = LocalCluster::start(&exe, args.members, &dir)?;
     let mut backends = DemoBackends::default();
     let result = rt.block_on(serve(
         &args,
-        &exe,
-        &dir,
-        remove,
+        (&exe, &dir, remove),
         &mut cluster,
         &mut backends,
+        &mut stop,
     ));
     if !backends.backends.is_empty() {
         println!("stopping {} demo backends", backends.backends.len());
@@ -564,29 +572,51 @@ async fn start_gateway(
     Ok((gateway, reporter))
 }
 
-/// Everything between the members' start and Ctrl-C: the first leader, the
-/// demo service, the gateway, the printed lines, then following changes.
-async fn serve(
+/// SIGINT (Ctrl-C) and SIGTERM, registered when installed rather than when
+/// first awaited, so a signal that arrives while the playground starts is
+/// kept until it is awaited instead of killing the process (or, where the
+/// shell ignores SIGINT, being lost) before any cleanup.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Resolves on the next SIGINT or SIGTERM (or one already received).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// What runs once the playground has started.
+struct Started {
+    leader: (String, u64),
+    registry: Registry,
+    mirror: Mirror,
+    gateway: nines_gateway::Gateway,
+    reporter: GatewayReporter,
+}
+
+/// The first leader, the registry mirror, the demo service and the gateway.
+async fn start_all(
     args: &PlaygroundArgs,
     exe: &Path,
     dir: &Path,
-    remove: bool,
     cluster: &mut LocalCluster,
     backends: &mut DemoBackends,
-) -> anyhow::Result<()> {
-    println!(
-        "nines playground: {} members, data and logs in {}",
-        args.members,
-        dir.display()
-    );
-    for m in &cluster.members {
-        let pid = m.child.as_ref().map_or(0, Child::id);
-        println!(
-            "  {}  client {}  peer {}  http {}  pid {pid}",
-            m.name, m.client, m.peer, m.http
-        );
-    }
-    let (leader, term) = wait_first_leader(cluster, args.startup_timeout, dir).await?;
+) -> anyhow::Result<Started> {
+    let leader = wait_first_leader(cluster, args.startup_timeout, dir).await?;
     let endpoints: Vec<String> = cluster.members.iter().map(|m| m.client.clone()).collect();
     let registry = Registry::new(
         crate::connect(&endpoints)
@@ -600,21 +630,88 @@ async fn serve(
     *backends = start_demo(exe, args.demo_backends, dir, &registry).await?;
     let demo = !backends.backends.is_empty();
     let (gateway, reporter) = start_gateway(cluster, demo, &registry, &mirror).await?;
+    Ok(Started {
+        leader,
+        registry,
+        mirror,
+        gateway,
+        reporter,
+    })
+}
+
+/// Everything between the members' start and Ctrl-C: the startup (which a
+/// signal cuts short), the printed lines, then following changes, and on
+/// the way out the gateway's last report and its drain.
+async fn serve(
+    args: &PlaygroundArgs,
+    (exe, dir, remove): (&Path, &Path, bool),
+    cluster: &mut LocalCluster,
+    backends: &mut DemoBackends,
+    stop: &mut StopSignals,
+) -> anyhow::Result<()> {
+    println!(
+        "nines playground: {} members, data and logs in {}",
+        args.members,
+        dir.display()
+    );
+    for m in &cluster.members {
+        let pid = m.child.as_ref().map_or(0, Child::id);
+        println!(
+            "  {}  client {}  peer {}  http {}  pid {pid}",
+            m.name, m.client, m.peer, m.http
+        );
+    }
+    let started = tokio::select! {
+        started = start_all(args, exe, dir, cluster, backends) => started?,
+        () = stop.recv() => {
+            println!("interrupted while starting");
+            return Ok(());
+        }
+    };
+    let interrupted = tokio::select! {
+        printed = print_urls(&started, cluster, backends) => {
+            printed?;
+            false
+        }
+        () = stop.recv() => true,
+    };
+    if !interrupted {
+        follow(cluster, backends, &started.mirror, stop, started.leader).await;
+    }
+    // The last report and the lease's revocation need the cluster, which a
+    // terminal's Ctrl-C may be stopping too: bounded, the lease expires anyway.
+    let _ = tokio::time::timeout(REPORT_STOP_TIMEOUT, started.reporter.stop()).await;
+    started.gateway.shutdown().await;
+    if !remove {
+        deregister_demo(&started.registry, backends).await;
+    }
+    Ok(())
+}
+
+/// Prints the endpoints and the dashboard URL, then, once the demo answers
+/// (or after [`DEMO_READY_TIMEOUT`]), the demo URL and its backends.
+async fn print_urls(
+    started: &Started,
+    cluster: &LocalCluster,
+    backends: &DemoBackends,
+) -> anyhow::Result<()> {
+    let gateway = &started.gateway;
     let dashboard = gateway
         .listener_addr("dashboard")
         .await
         .context("the dashboard listener is missing")?;
     println!("endpoints: {}", cluster.endpoints());
     println!("dashboard: http://{dashboard}/");
+    let demo = !backends.backends.is_empty();
     if demo {
         let addr = gateway
             .listener_addr(DEMO_SERVICE)
             .await
             .context("the demo listener is missing")?;
-        let ready = wait_demo_ready(&mirror, backends.backends.len(), &addr.to_string()).await;
+        let n = backends.backends.len();
+        let ready = wait_demo_ready(&started.mirror, n, &addr.to_string()).await;
         println!(
-            "demo: http://{addr}/  (service {DEMO_SERVICE}, {} backends{})",
-            backends.backends.len(),
+            "demo: http://{addr}/  (service {DEMO_SERVICE}, {n} backends{})",
             if ready { "" } else { ", not all healthy yet" }
         );
         for b in &backends.backends {
@@ -628,16 +725,9 @@ async fn serve(
     if demo {
         println!("try: kill -9 a member's or a backend's pid, and watch the dashboard");
     }
+    let (leader, term) = &started.leader;
     println!("leader: {leader} (term {term})");
     println!("Ctrl-C stops every process the playground started.");
-    follow(cluster, backends, &mirror, (leader, term)).await;
-    // The last report and the lease's revocation need the cluster, which a
-    // terminal's Ctrl-C may be stopping too: bounded, the lease expires anyway.
-    let _ = tokio::time::timeout(REPORT_STOP_TIMEOUT, reporter.stop()).await;
-    gateway.shutdown().await;
-    if !remove {
-        deregister_demo(&registry, backends).await;
-    }
     Ok(())
 }
 
@@ -646,14 +736,13 @@ async fn follow(
     cluster: &mut LocalCluster,
     backends: &mut DemoBackends,
     mirror: &Mirror,
+    stop: &mut StopSignals,
     (mut leader, mut term): (String, u64),
 ) {
     let mut health = demo_health(mirror);
-    let stop = crate::shutdown_signal();
-    tokio::pin!(stop);
     loop {
         tokio::select! {
-            () = &mut stop => return,
+            () = stop.recv() => return,
             () = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
         for (name, status) in cluster.exited() {

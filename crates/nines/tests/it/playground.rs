@@ -209,3 +209,66 @@ fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
         assert!(!alive(*pid), "demo backend {id} (pid {pid}) left behind");
     }
 }
+
+/// A Ctrl-C while the playground is still starting (right after it printed
+/// its members, before or while it waits for a leader) stops it cleanly and
+/// leaves none of its processes behind.
+#[test]
+fn playground_interrupted_while_starting_leaves_nothing() {
+    let mut child = Command::new(exe())
+        .arg("playground")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("playground starts");
+    let mut reaper = Reaper(vec![child.id()]);
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut members = Vec::new();
+    while members.len() < 3 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("playground prints its members");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if let [_, "client", _, "peer", _, "http", _, "pid", pid] = words[..] {
+            members.push(pid.parse::<u32>().expect("a numeric pid"));
+        }
+    }
+    reaper.0.extend(&members);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).expect("SIGINT");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "playground exits cleanly: {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "playground did not stop on Ctrl-C while starting"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Whatever it had started by then (members, maybe demo backends) is gone.
+    let mut started = members;
+    started.extend(rx.try_iter().filter_map(|line| {
+        let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+        match &words[..] {
+            [id, _, pid_word, pid] if id.starts_with("demo-") && pid_word == "pid" => {
+                pid.parse::<u32>().ok()
+            }
+            _ => None,
+        }
+    }));
+    for pid in started {
+        assert!(!alive(pid), "process {pid} left behind");
+    }
+}
