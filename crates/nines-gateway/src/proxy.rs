@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::backend::{now_ms, Backend};
+use crate::backend::{ms_at, now_ms, Backend};
 use crate::balance::{PickContext, ATTEMPTS_MAX};
 use crate::body::{Lease, ProxyBody, UpBody};
 use crate::cluster::Cluster;
@@ -362,17 +362,19 @@ async fn pick(
     key: u64,
     tried: &[usize],
     sticky: Option<u64>,
+    now: u64,
 ) -> Option<(usize, Arc<Backend>)> {
     let deadline = cluster
         .config
         .queue_timeout
         .map(|t| tokio::time::Instant::now() + t);
+    let mut now = now;
     loop {
         let set = cluster.set.load();
         let ctx = PickContext {
             key_hash: key,
             tried,
-            now_ms: now_ms(),
+            now_ms: now,
         };
         // A sticky client goes back to its backend while that one is eligible.
         let stuck = sticky
@@ -393,6 +395,7 @@ async fn pick(
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return None;
         }
+        now = now_ms();
     }
 }
 
@@ -461,7 +464,9 @@ async fn forward(
             }
             metrics.retries.fetch_add(1, Ordering::Relaxed);
         }
-        let Some((index, backend)) = pick(cluster, key, &tried[..attempt], sticky).await else {
+        let now = if attempt == 0 { now } else { now_ms() };
+        let Some((index, backend)) = pick(cluster, key, &tried[..attempt], sticky, now).await
+        else {
             if attempt == 0 {
                 metrics.no_backend.fetch_add(1, Ordering::Relaxed);
                 return status_response(StatusCode::SERVICE_UNAVAILABLE, false);
@@ -513,8 +518,8 @@ async fn forward(
             }
             Ok(Ok(head)) => head,
         };
-        let now = now_ms();
-        backend.observe_latency(sent_at.elapsed(), now);
+        let done = Instant::now();
+        backend.observe_latency(done - sent_at, ms_at(done));
         let status = head.parts.status.as_u16();
         if status >= 500 {
             backend
@@ -529,8 +534,8 @@ async fn forward(
         }
         let backend_id = backend.id;
         let body = ProxyBody::upstream(&head, connection, lease);
+        // The upstream reader has left out the hop-by-hop fields.
         let ResponseHead { mut parts, .. } = head;
-        strip_response_hop_headers(&mut parts.headers);
         if let Some(name) = sticky_cookie.filter(|_| sticky != Some(backend_id)) {
             let value = format!("{name}={backend_id:016x}; Path=/; HttpOnly");
             if let Ok(value) = HeaderValue::from_str(&value) {
@@ -608,7 +613,7 @@ async fn upgrade(
     let mut tried = Vec::new();
     let mut body = Some(body);
     for _ in 0..(cluster.retry.attempts as usize).clamp(1, ATTEMPTS_MAX) {
-        let Some((index, backend)) = pick(cluster, key, &tried, None).await else {
+        let Some((index, backend)) = pick(cluster, key, &tried, None, now_ms()).await else {
             break;
         };
         tried.push(index);
@@ -631,7 +636,8 @@ async fn upgrade(
         };
         backend.record_success();
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            let (response_parts, inner) = response.into_parts();
+            let (mut response_parts, inner) = response.into_parts();
+            strip_response_hop_headers(&mut response_parts.headers);
             return Response::from_parts(
                 response_parts,
                 ProxyBody::Dedicated {

@@ -149,6 +149,15 @@ impl WireRequest {
     }
 }
 
+/// Whether `name` is a response field that concerns only the connection it
+/// came on.
+fn is_response_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
 /// One keep-alive HTTP/1.1 connection to a backend.
 #[derive(Debug)]
 pub struct Connection {
@@ -318,7 +327,11 @@ impl Connection {
                     }
                 }
             }
-            headers.append(name, value);
+            // Hop-by-hop fields stay on this hop: the client's connection
+            // frames and keeps itself alive on its own terms.
+            if !is_response_hop_by_hop(&name) {
+                headers.append(name, value);
+            }
         }
         self.start += length;
         let interim = status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS;
@@ -551,6 +564,7 @@ mod tests {
         let head = connection.read_head(&Method::GET).await.expect("head");
         assert_eq!(head.parts.status, StatusCode::OK);
         assert_eq!(head.parts.headers["x-a"], "1");
+        assert!(!head.parts.headers.contains_key("transfer-encoding"));
         assert!(head.keep_alive);
         let mut framing = head.framing;
         assert_eq!(body(&mut connection, &mut framing).await, b"hello world");
