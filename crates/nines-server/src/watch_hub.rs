@@ -22,12 +22,21 @@ use crate::convert::event_to_pb;
 use crate::pb::etcdserverpb as pb;
 
 /// Encoded batches the hub keeps for streams that are behind; a stream
-/// further behind is told it lagged and replays from history. As deep as
-/// Raft's own applied-events channel, so the hub adds no earlier lag.
-const HUB_CHANNEL_MAX: usize = nines_raft::state_machine::EVENTS_CHANNEL_MAX;
+/// further behind is told it lagged and replays from history. A batch holds
+/// at least one revision, so a stream has at least this many revisions of
+/// slack, as it had on Raft's applied-events channel.
+const HUB_CHANNEL_MAX: usize = 1024;
 
 /// Applied batches (one per write) the hub merges into one, at most.
 const MERGE_BATCHES_MAX: usize = 1024;
+
+/// Events after which the hub stops merging: what slow streams can hold in
+/// memory is bounded by this times [`HUB_CHANNEL_MAX`] (plus one batch's
+/// worth each), about what 4096 revisions of large transactions held on
+/// Raft's channel.
+const MERGE_EVENTS_MAX: usize = 256;
+
+const _: () = assert!(HUB_CHANNEL_MAX <= nines_raft::state_machine::EVENTS_CHANNEL_MAX);
 
 /// Field number of `WatchResponse.events`.
 const EVENTS_FIELD: u32 = 11;
@@ -212,6 +221,9 @@ async fn run(
         batch.push(&first);
         let mut lagged = false;
         for _ in 1..MERGE_BATCHES_MAX {
+            if batch.events.len() >= MERGE_EVENTS_MAX {
+                break;
+            }
             match applied.try_recv() {
                 Ok(b) => batch.push(&b),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => {
