@@ -525,23 +525,33 @@ impl RaftNode {
     /// member must then exit rather than serve.
     pub async fn fatal(&self) -> String {
         const REMOVED: &str = "the member has been permanently removed from the cluster";
-        let mut rx = self.core.raft.metrics();
-        loop {
-            // A removed member stops Raft itself (after a grace); say why.
-            let removed = || self.core.membership.is_removed();
-            if let Err(e) = &rx.borrow().running_state {
-                return if removed() {
-                    REMOVED.into()
-                } else {
-                    e.to_string()
-                };
+        // A removed member stops Raft itself (after a grace); say why.
+        let removed = || self.core.membership.is_removed();
+        let stopped = |fallback: &str| -> Option<String> {
+            let m = self.core.raft.metrics();
+            let m = m.borrow();
+            match &m.running_state {
+                Err(_) if removed() => Some(REMOVED.into()),
+                Err(e) => Some(e.to_string()),
+                Ok(()) if fallback.is_empty() => None,
+                Ok(()) if removed() => Some(REMOVED.into()),
+                Ok(()) => Some(fallback.into()),
             }
-            if rx.changed().await.is_err() {
-                return if removed() {
-                    REMOVED.into()
-                } else {
-                    "raft stopped".into()
-                };
+        };
+        // Raft's server metrics change with the vote, role, leader and
+        // membership only, the full metrics with every append, flush and
+        // apply. This future often runs outside the runtime's workers (in
+        // `block_on` on the main thread), where every change it wakes for
+        // costs a thread wake-up, so it waits on the former. The core marks
+        // its full metrics with the error before it exits, and its exit
+        // closes both channels.
+        let mut server = self.core.raft.server_metrics();
+        loop {
+            if let Some(reason) = stopped("") {
+                return reason;
+            }
+            if server.changed().await.is_err() {
+                return stopped("raft stopped").expect("a fallback is given");
             }
         }
     }
@@ -712,13 +722,16 @@ impl Core {
             .map_err(|e| e.to_string())
     }
 
-    /// Resolves when leadership of `term` is lost by this member.
+    /// Resolves when leadership of `term` is lost by this member. It waits
+    /// on the server metrics (vote, role, leader), which change far less
+    /// often than the full metrics (every append, acknowledgement and apply),
+    /// since one of these waits runs beside every batch in flight.
     async fn leadership_lost(&self, term: u64) {
-        let mut rx = self.raft.metrics();
+        let mut rx = self.raft.server_metrics();
         loop {
             {
                 let m = rx.borrow_and_update();
-                if m.current_term != term || m.state != ServerState::Leader {
+                if m.vote.leader_id().get_term() != term || m.state != ServerState::Leader {
                     return;
                 }
             }
