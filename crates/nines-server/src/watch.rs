@@ -520,3 +520,7 @@ mod tests {
         assert!(!in_range(b"a0", b"a/", b"a0"));
     }
 }
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod fan_out_tests;
