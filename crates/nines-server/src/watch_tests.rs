@@ -72,6 +72,9 @@ async fn every_watcher_gets_exactly_its_events_once_in_order() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut kv = loop {
         assert!(Instant::now() < deadline, "the member never served a put");
+        if server.is_finished() {
+            panic!("the member stopped: {:?}", server.await);
+        }
         if let Ok(mut kv) = KvClient::connect(url.clone()).await {
             let probe = pb::PutRequest {
                 key: b"probe".to_vec(),
@@ -110,9 +113,18 @@ async fn every_watcher_gets_exactly_its_events_once_in_order() {
         tx.send(create(0, false, false)).await.expect("send");
         tx.send(create(0, true, true)).await.expect("send");
         let mut wc = WatchClient::connect(url.clone()).await.expect("connect");
-        let resp = wc.watch(ReceiverStream::new(rx)).await.expect("watch");
+        let mut resp = wc
+            .watch(ReceiverStream::new(rx))
+            .await
+            .expect("watch")
+            .into_inner();
+        // Both watchers exist before the first write.
+        for id in 0..2 {
+            let created = resp.next().await.expect("open").expect("no error");
+            assert!(created.created && !created.canceled && created.watch_id == id);
+        }
         senders.push(tx);
-        inbound.push(resp.into_inner());
+        inbound.push(resp);
     }
     let mut first_rev = 0;
     let mut writes = Vec::new();
