@@ -194,13 +194,18 @@ cleanup_processes() {
   STARTED_PIDS=()
 }
 
-# Copies the nines binaries into $WORK and points NINES_BIN and BENCH_BIN at the copies.
+# keep_binary SRC DST: a hard link where the file system allows it (a rebuild
+# writes a new file, so the link keeps the old contents, and it takes no
+# space: a release binary is over 100 MB), else a copy.
+keep_binary() { ln -f "$1" "$2" 2>/dev/null || cp "$1" "$2"; }
+
+# Keeps the nines binaries in $WORK and points NINES_BIN and BENCH_BIN at them.
 snapshot_binaries() {
   if [ -x "$NINES_BIN" ]; then
-    cp "$NINES_BIN" "$WORK/nines-server-bin"
+    keep_binary "$NINES_BIN" "$WORK/nines-server-bin"
     NINES_BIN=$WORK/nines-server-bin
   fi
-  cp "$BENCH_BIN" "$WORK/nines-bench-bin"
+  keep_binary "$BENCH_BIN" "$WORK/nines-bench-bin"
   BENCH_BIN=$WORK/nines-bench-bin
 }
 

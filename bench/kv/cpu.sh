@@ -9,7 +9,8 @@
 # an etcd cluster as a side.
 #
 # Environment: BINS ("A=path B=path ..."), ROUNDS (3), DURATION (8s),
-# CLIENTS (64), CONNS (8), THREADS (2), OP (put; or get, get-serializable), BENCH_BIN (client binary, defaults
+# CLIENTS (64), CONNS (8), THREADS (2), OP (put; or get, get-serializable),
+# BENCH_BIN (client binary, defaults
 # to the first of BINS), ETCD (0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,8 +49,8 @@ for spec in $BINS; do
   bin=${spec#*=}
   [[ $name =~ ^[a-z][a-z0-9_]*$ ]] || die "side name $name: lower-case letters, digits, _"
   [ -x "$bin" ] || die "not executable: $bin"
-  # A copy per side, so a rebuild during the run changes nothing measured.
-  cp "$bin" "$WORK/bin-$name"
+  # Kept per side, so a rebuild during the run changes nothing measured.
+  keep_binary "$bin" "$WORK/bin-$name"
   names+=("$name")
 done
 [ "${ETCD:-0}" = 1 ] && names+=(etcd)
