@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# CPU per put, A/B: starts one 3-member nines cluster per binary (NINES_A,
-# NINES_B, ... listed in BINS) on loopback and runs the same put benchmark
-# against each in alternating rounds. For every run it reads utime + stime of
+# CPU per put, A/B: starts one 3-member nines cluster per binary listed in
+# BINS on loopback and runs the same benchmark (puts by default) against each
+# in alternating rounds. For every run it reads utime + stime of
 # the three member processes from /proc/PID/stat before and after, and prints
 # puts/s, p99 and the members' CPU time per acknowledged put. On a shared
 # machine requests/s move with whatever else runs; CPU per put moves much
@@ -10,8 +10,7 @@
 #
 # Environment: BINS ("A=path B=path ..."), ROUNDS (3), DURATION (8s),
 # CLIENTS (64), CONNS (8), THREADS (2), OP (put; or get, get-serializable),
-# BENCH_BIN (client binary, defaults
-# to the first of BINS), ETCD (0).
+# BENCH_BIN (the client binary; default the first of BINS), ETCD (0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROUNDS=${ROUNDS:-3}
