@@ -83,9 +83,11 @@ fn run_with_store(
     runtime.block_on(async {
         let client = crate::connect(endpoints).await?;
         let registry = nines_registry::Registry::new(client);
+        // The mirror lives as long as the gateway: dropping it ends its watch,
+        // and the resolver would keep the last view forever.
+        let mirror = follows_registry.then(|| nines_registry::Mirror::spawn(registry.clone()));
         let mut resolver: Option<std::sync::Arc<dyn nines_gateway::source::ServiceResolver>> = None;
-        if follows_registry {
-            let mirror = nines_registry::Mirror::spawn(registry.clone());
+        if let Some(mirror) = &mirror {
             if !mirror
                 .wait_revision(0, std::time::Duration::from_secs(10))
                 .await
