@@ -40,7 +40,8 @@ struct Cli {
 enum Command {
     /// Run one cluster member.
     Server(Box<cmd_server::ServerArgs>),
-    /// Run a local cluster on loopback in one command.
+    /// Run a local cluster on loopback in one command, with demo backends
+    /// behind a gateway and the dashboard.
     Playground(cmd_playground::PlaygroundArgs),
     /// Key-value operations.
     Kv(cmd_kv::KvArgs),
