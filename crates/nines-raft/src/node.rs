@@ -741,6 +741,21 @@ impl Core {
         }
     }
 
+    /// Resolves when this member no longer knows `leader` as the leader (an
+    /// election started or another leader won), or Raft stopped. Watches
+    /// the server metrics, which change far less often than the full ones.
+    async fn leader_moved_from(&self, leader: NodeId) {
+        let mut rx = self.raft.server_metrics();
+        loop {
+            if rx.borrow_and_update().current_leader != Some(leader) {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Returns at once unless a leadership transfer runs; then when it ends.
     async fn wait_unpaused(&self) {
         if !*self.paused.borrow() {
@@ -860,10 +875,17 @@ async fn submit(core: &Arc<Core>, cmds: Vec<Command>) -> Vec<Result<Outcome, Wri
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let res: Result<Vec<Result<Outcome, WriteError>>, PeerError> = core
+        let forward = core
             .peers
-            .call(leader, &node, PeerMethod::Forward, &cmds, remaining)
-            .await;
+            .call(leader, &node, PeerMethod::Forward, &cmds, remaining);
+        // A leader that stops answering (paused, cut off) would hold this
+        // batch, and the batches behind it, until the deadline; once this
+        // member sees the leadership move, the outcome is unknown, and the
+        // client hears so at once instead of after the request timeout.
+        let res: Result<Vec<Result<Outcome, WriteError>>, PeerError> = tokio::select! {
+            res = forward => res,
+            () = core.leader_moved_from(leader) => return fail(WriteError::LeaderChanged),
+        };
         match res {
             Ok(r) if r.len() == n => return r,
             Ok(_) => return fail(WriteError::LeaderChanged),
