@@ -232,7 +232,9 @@ impl ListenerMetrics {
         self.per_request.observe(status, elapsed);
     }
 
-    fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
+    /// The latency histogram: (sum in seconds, count, per-bucket counts
+    /// with their upper bounds in seconds, the last one `f64::MAX`).
+    pub fn latency(&self) -> (f64, u64, Vec<(f64, u64)>) {
         self.per_request.latency()
     }
 }

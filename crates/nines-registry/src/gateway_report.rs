@@ -7,7 +7,10 @@
 //! any other under its own name. The status value is `{"name",
 //! "updated_ms", "clusters"}`, each cluster as the gateway's
 //! `backends_json` gives it plus `service`, `accounting` (`listener` or
-//! `backend`) and `requests` / `failed` counted since the reporter started.
+//! `backend`) and `requests` / `failed` counted since the reporter started,
+//! and for a cluster counted by its listeners `p99_ms`, the latency of the
+//! last period's 99th percentile request as the upper bound of its
+//! histogram bucket (null without requests).
 //!
 //! What a request outcome is: where every HTTP listener that routes to a
 //! cluster routes to that cluster only, the listeners' own counters give
@@ -148,6 +151,7 @@ pub fn spawn(
         deltas: DeltaTracker::default(),
         buckets: Buckets::default(),
         cluster_totals: HashMap::new(),
+        latency_seen: HashMap::new(),
         lease: None,
         services_indexed: HashSet::new(),
         started_ms: now_ms(),
@@ -177,6 +181,9 @@ struct Reporter {
     buckets: Buckets,
     /// Requests counted per cluster since the reporter started (status).
     cluster_totals: HashMap<String, Outcomes>,
+    /// Each dedicated listener's latency bucket counts at the last sample,
+    /// so a cluster's p99 is that of the requests of the last period.
+    latency_seen: HashMap<String, Vec<u64>>,
     lease: Option<Lease>,
     services_indexed: HashSet<String>,
     /// When this run started: buckets holding it may have a stored share.
@@ -185,6 +192,65 @@ struct Reporter {
     periods: u64,
     /// Publishes failed in a row (to warn once per outage).
     failures: u32,
+}
+
+/// The latency of a cluster's requests over one publish period: the bucket
+/// counts of its dedicated listeners' histograms, less those of the last
+/// sample.
+#[derive(Debug, Default)]
+struct LatencyPeriod {
+    /// (upper bound in seconds, requests in the bucket this period).
+    buckets: Vec<(f64, u64)>,
+}
+
+impl LatencyPeriod {
+    /// Adds one listener's histogram `now` (as `ListenerMetrics::latency`
+    /// gives it) against its counts at the last sample, `seen`, which it
+    /// then replaces. A histogram that went down (a restarted listener)
+    /// counts from zero.
+    fn add(&mut self, now: &[(f64, u64)], seen: &mut Vec<u64>) {
+        let reset = seen.len() != now.len() || now.iter().zip(seen.iter()).any(|((_, n), s)| n < s);
+        if self.buckets.is_empty() {
+            self.buckets = now.iter().map(|(bound, _)| (*bound, 0)).collect();
+        }
+        for (i, (_, count)) in now.iter().enumerate() {
+            let before = if reset { 0 } else { seen[i] };
+            if let Some(bucket) = self.buckets.get_mut(i) {
+                bucket.1 += count - before;
+            }
+        }
+        *seen = now.iter().map(|(_, n)| *n).collect();
+    }
+
+    /// The 99th percentile in milliseconds, as the upper bound of the
+    /// bucket it falls in (a request slower than the last finite bound
+    /// counts as that bound); `None` without requests this period.
+    fn p99_ms(&self) -> Option<f64> {
+        let total: u64 = self.buckets.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = total - total / 100;
+        let mut cumulative = 0;
+        let last_finite = self
+            .buckets
+            .iter()
+            .map(|(bound, _)| *bound)
+            .filter(|b| *b < f64::MAX)
+            .fold(0.0, f64::max);
+        for (bound, count) in &self.buckets {
+            cumulative += count;
+            if cumulative >= rank {
+                let bound = if *bound < f64::MAX {
+                    *bound
+                } else {
+                    last_finite
+                };
+                return Some(bound * 1000.0);
+            }
+        }
+        Some(last_finite * 1000.0)
+    }
 }
 
 /// Why one publish failed.
@@ -324,10 +390,14 @@ impl Reporter {
             };
             let service = key_name(cluster.config.service.as_deref().unwrap_or(&name));
             let mut delta = Outcomes::default();
+            let mut latency = LatencyPeriod::default();
             let accounting = match self.listeners.get(&name) {
                 Some(listeners) => {
                     for listener in listeners {
                         let metrics = self.gateway.metrics().listener(listener);
+                        let (_, _, buckets) = metrics.latency();
+                        let prior = self.latency_seen.entry(listener.clone()).or_default();
+                        latency.add(&buckets, prior);
                         // Failures first: a request is counted before its
                         // answer, so this order never sees more failed
                         // than requests.
@@ -363,6 +433,7 @@ impl Reporter {
                 fields.insert("accounting".into(), json!(accounting));
                 fields.insert("requests".into(), json!(total.requests));
                 fields.insert("failed".into(), json!(total.failed));
+                fields.insert("p99_ms".into(), json!(latency.p99_ms()));
             }
         }
         self.deltas.bound(&seen);
@@ -461,6 +532,35 @@ async fn list_gateways(State(registry): State<Registry>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p99_is_the_bucket_of_the_periods_99th_percentile_request() {
+        let bounds = [0.001, 0.01, 0.1, f64::MAX];
+        let hist =
+            |counts: [u64; 4]| -> Vec<(f64, u64)> { bounds.iter().copied().zip(counts).collect() };
+        let mut seen = Vec::new();
+        let mut first = LatencyPeriod::default();
+        first.add(&hist([990, 5, 5, 0]), &mut seen);
+        assert_eq!(first.p99_ms(), Some(1.0), "990 of 1000 under 1 ms");
+        // The next period: 100 new requests, 2 of them slow.
+        let mut next = LatencyPeriod::default();
+        next.add(&hist([1088, 5, 5, 2]), &mut seen);
+        assert_eq!(
+            next.p99_ms(),
+            Some(100.0),
+            "the +Inf bucket reads as the last bound"
+        );
+        // Nothing new: no p99.
+        let mut idle = LatencyPeriod::default();
+        idle.add(&hist([1088, 5, 5, 2]), &mut seen);
+        assert_eq!(idle.p99_ms(), None);
+        // A restarted listener counts from zero; two listeners add up.
+        let mut restarted = LatencyPeriod::default();
+        restarted.add(&hist([0, 10, 0, 0]), &mut seen);
+        let mut other = Vec::new();
+        restarted.add(&hist([90, 0, 0, 0]), &mut other);
+        assert_eq!(restarted.p99_ms(), Some(10.0));
+    }
 
     #[test]
     fn only_listeners_that_serve_one_cluster_alone_count_it() {

@@ -283,6 +283,7 @@ function drawGatewayCluster(gateway, c, at, seen) {
   const head = el("div", null, "cluster-head");
   head.appendChild(el("strong", c.name, "cluster-name"));
   const parts = [c.service && c.service !== c.name ? "service " + c.service : null, c.balance, up + "/" + backends.length + " up", perSecond(total) + " req/s",
+    typeof c.p99_ms === "number" ? "p99 \u2264 " + c.p99_ms + " ms" : null,
     typeof c.failed === "number" ? c.failed + " failed" : null].filter((p) => p);
   head.appendChild(el("span", "  " + parts.join("  ·  "), up > 0 ? "health-ok" : "health-bad"));
   div.appendChild(head);

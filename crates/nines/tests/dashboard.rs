@@ -531,6 +531,15 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The demo cluster's p99 over the last report period, while traffic flows.
+    wait_text(
+        b,
+        "#gateways .gateway[data-name='playground'] .cluster[data-name='demo'] .cluster-head",
+        Duration::from_secs(10),
+        |t| t.contains("p99 \u{2264} ") && t.contains(" ms"),
+    )
+    .await
+    .expect("the gateway panel shows the demo cluster's p99");
     // The gateway's request outcomes reach the availability panel.
     wait_text(
         b,
