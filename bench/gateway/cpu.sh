@@ -40,65 +40,16 @@ CONF
   wait_port "${PORTS[$i]}"
 done
 PORT=$(free_port)
-cat >"$WORK/nines.toml" <<CONF
-[gateway]
-worker_threads = $THREADS
-
-[[listener]]
-name = "web"
-bind = "127.0.0.1:$PORT"
-protocol = "http"
-cluster = "web"
-
-[[cluster]]
-name = "web"
-balance = "round_robin"
-backends = [{ addr = "127.0.0.1:${PORTS[0]}" }, { addr = "127.0.0.1:${PORTS[1]}" }, { addr = "127.0.0.1:${PORTS[2]}" }]
-connect_timeout = "500ms"
-response_timeout = "5s"
-[cluster.health]
-kind = "http"
-path = "/"
-interval = "500ms"
-timeout = "300ms"
-rise = 2
-fall = 2
-[cluster.passive]
-consecutive_failures = 1
-ejection_time = "5s"
-[cluster.retry]
-attempts = 3
-on = ["connect-failure", "reset", "timeout"]
-CONF
-cat >"$WORK/haproxy.cfg" <<CONF
-global
-  nbthread $THREADS
-  maxconn 8000
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 500ms
-  timeout client 30s
-  timeout server 5s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response response-timeout
-frontend web
-  bind 127.0.0.1:$PORT
-  default_backend web
-backend web
-  balance roundrobin
-  default-server check inter 500ms fall 2 rise 2
-  server b0 127.0.0.1:${PORTS[0]}
-  server b1 127.0.0.1:${PORTS[1]}
-  server b2 127.0.0.1:${PORTS[2]}
-CONF
+BACKEND_PORTS=("${PORTS[@]}")
+# shellcheck source=bench/gateway/configs.sh
+source bench/gateway/configs.sh
+write_configs "$THREADS" "$PORT"
+CONF_DIR="$WORK/proxy$THREADS"
 # SIDE=haproxy measures HAProxy with the equivalent configuration instead.
 if [ -n "${CALLGRIND_OUT:-}" ]; then
   # Instruction counts: the gateway under callgrind, counting only while wrk runs.
   valgrind --tool=callgrind --callgrind-out-file="$CALLGRIND_OUT" \
-    "$GATEWAY" --config "$WORK/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
+    "$GATEWAY" --config "$CONF_DIR/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
   for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
   curl -s -o /dev/null "http://127.0.0.1:$PORT/"
   callgrind_control -z "$GW" >/dev/null
@@ -110,9 +61,9 @@ if [ -n "${CALLGRIND_OUT:-}" ]; then
   python3 -c "print(f'instructions_per_request={$ir/$reqs:.0f} requests=$reqs')"
   exit 0
 elif [ "${SIDE:-nines}" = haproxy ]; then
-  haproxy -f "$WORK/haproxy.cfg" -db 2>"$WORK/haproxy.log" & GW=$!; PIDS+=("$GW")
+  haproxy -f "$CONF_DIR/haproxy.cfg" -db 2>"$WORK/haproxy.log" & GW=$!; PIDS+=("$GW")
 else
-  "$GATEWAY" --config "$WORK/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
+  "$GATEWAY" --config "$CONF_DIR/nines.toml" 2>"${GATEWAY_LOG:-$WORK/nines.log}" & GW=$!; PIDS+=("$GW")
 fi
 wait_port "$PORT"
 curl -s -o /dev/null "http://127.0.0.1:$PORT/"

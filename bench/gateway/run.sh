@@ -77,60 +77,8 @@ stop_backends() {
 for i in 0 1 2; do BACKEND_PORTS[$i]=$(free_port); done
 
 # --- proxy configs, one per side and thread count.
-write_configs() { # write_configs THREADS PORT
-  local n=$1 port=$2 dir="$WORK/proxy$1"
-  mkdir -p "$dir"
-  {
-    echo "[gateway]"; echo "worker_threads = $n"; echo
-    echo "[[listener]]"; echo 'name = "web"'; echo "bind = \"127.0.0.1:$port\""; echo 'protocol = "http"'; echo 'cluster = "web"'; echo
-    echo "[[cluster]]"; echo 'name = "web"'; echo 'balance = "round_robin"'
-    echo "backends = [{ addr = \"127.0.0.1:${BACKEND_PORTS[0]}\" }, { addr = \"127.0.0.1:${BACKEND_PORTS[1]}\" }, { addr = \"127.0.0.1:${BACKEND_PORTS[2]}\" }]"
-    echo 'connect_timeout = "500ms"'; echo 'response_timeout = "5s"'
-    echo "[cluster.health]"; echo 'kind = "http"'; echo 'path = "/"'; echo 'interval = "500ms"'; echo 'timeout = "300ms"'; echo 'rise = 2'; echo 'fall = 2'
-    echo "[cluster.passive]"; echo 'consecutive_failures = 1'; echo 'ejection_time = "5s"'
-    echo "[cluster.retry]"; echo 'attempts = 3'; echo 'on = ["connect-failure", "reset", "timeout"]'
-  } >"$dir/nines.toml"
-  cat >"$dir/haproxy.cfg" <<EOF
-global
-  nbthread $n
-  maxconn 8000
-defaults
-  mode http
-  option http-keep-alive
-  http-reuse always
-  timeout connect 500ms
-  timeout client 30s
-  timeout server 5s
-  retries 3
-  option redispatch 1
-  retry-on conn-failure empty-response response-timeout
-frontend web
-  bind 127.0.0.1:$port
-  default_backend web
-backend web
-  balance roundrobin
-  default-server check inter 500ms fall 2 rise 2
-  server b0 127.0.0.1:${BACKEND_PORTS[0]}
-  server b1 127.0.0.1:${BACKEND_PORTS[1]}
-  server b2 127.0.0.1:${BACKEND_PORTS[2]}
-EOF
-  cat >"$dir/nginx.conf" <<EOF
-daemon off; worker_processes $n; pid $dir/nginx.pid; error_log $dir/error.log crit;
-events { worker_connections 8192; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
-  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
-  upstream web {
-    server 127.0.0.1:${BACKEND_PORTS[0]} max_fails=1 fail_timeout=5s;
-    server 127.0.0.1:${BACKEND_PORTS[1]} max_fails=1 fail_timeout=5s;
-    server 127.0.0.1:${BACKEND_PORTS[2]} max_fails=1 fail_timeout=5s;
-    keepalive 256;
-  }
-  server { listen 127.0.0.1:$port;
-    location / { proxy_pass http://web; proxy_http_version 1.1; proxy_set_header Connection "";
-      proxy_connect_timeout 500ms; proxy_read_timeout 5s;
-      proxy_next_upstream error timeout http_502 http_503 non_idempotent; proxy_next_upstream_tries 3; } } }
-EOF
-}
+# shellcheck source=bench/gateway/configs.sh
+source bench/gateway/configs.sh
 
 PROXY_PID=""
 start_proxy() { # start_proxy SIDE THREADS PORT
