@@ -59,23 +59,33 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Polls `GET /v1/availability/web` on `http` until `done` accepts it.
-async fn wait_report(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+/// Polls `GET path` on `http` until its JSON satisfies `done`.
+async fn wait_json(
+    http: &str,
+    path: &str,
+    within: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     let mut last = Value::Null;
     loop {
-        if let Some((200, body)) = http_get(http, "/v1/availability/web").await {
-            last = serde_json::from_str(&body).expect("report is JSON");
+        if let Some((200, body)) = http_get(http, path).await {
+            last = serde_json::from_str(&body).expect("the answer is JSON");
             if done(&last) {
                 return last;
             }
         }
         assert!(
             Instant::now() < deadline,
-            "report not as expected: {last:#}"
+            "{path} not as expected: {last:#}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Polls `GET /v1/availability/web` on `http` until `done` accepts it.
+async fn wait_report(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    wait_json(http, "/v1/availability/web", within, done).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,21 +330,7 @@ async fn start_gateway(endpoints: &str, config: &std::path::Path, addr: &str) ->
 
 /// Polls `GET /v1/gateways` on `http` until `done` accepts it.
 async fn wait_gateways(http: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    let mut last = Value::Null;
-    loop {
-        if let Some((200, body)) = http_get(http, "/v1/gateways").await {
-            last = serde_json::from_str(&body).expect("gateways are JSON");
-            if done(&last) {
-                return last;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateways not as expected: {last:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_json(http, "/v1/gateways", within, done).await
 }
 
 fn gateway_named<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {

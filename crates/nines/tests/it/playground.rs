@@ -102,15 +102,20 @@ fn get(rt: &tokio::runtime::Runtime, addr: &str) -> Option<(u16, String)> {
     rt.block_on(nines_testkit::http_get(addr, "/"))
 }
 
-#[test]
-fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
+/// Starts `nines playground`: the child, a reaper holding its pid, and its
+/// stdout line by line (read on a thread of its own).
+fn start_playground() -> (
+    std::process::Child,
+    Reaper,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut child = Command::new(exe())
         .arg("playground")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("playground starts");
-    let mut reaper = Reaper(vec![child.id()]);
+    let reaper = Reaper(vec![child.id()]);
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -120,6 +125,12 @@ fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
             }
         }
     });
+    (child, reaper, rx)
+}
+
+#[test]
+fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
+    let (mut child, mut reaper, rx) = start_playground();
     let printed = read_startup(&rx);
     assert_eq!(
         printed.endpoints.split(',').count(),
@@ -215,22 +226,7 @@ fn playground_serves_etcdctl_and_a_demo_and_ctrl_c_leaves_nothing() {
 /// leaves none of its processes behind.
 #[test]
 fn playground_interrupted_while_starting_leaves_nothing() {
-    let mut child = Command::new(exe())
-        .arg("playground")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("playground starts");
-    let mut reaper = Reaper(vec![child.id()]);
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, mut reaper, rx) = start_playground();
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut members = Vec::new();
     while members.len() < 3 {
