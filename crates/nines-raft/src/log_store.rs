@@ -8,15 +8,27 @@
 //! fsync. Reads are served from an in-memory copy of the unpurged log.
 //!
 //! Record format: `len: u32 LE | crc32(payload): u32 LE | payload` where the
-//! payload is a bincode [`Entry`]. On open, a record cut short at the end of
-//! the last segment is a torn write from a crash and is trimmed; any other
-//! bad record is corruption, and the member refuses to start.
+//! payload is a bincode [`Entry`]. The segment being written is kept zeroed
+//! ahead of its records ([`ZERO_AHEAD_BYTES`]): records overwrite space that
+//! is already allocated and on disk, so the sync of an append group writes
+//! data only, with no size or allocation change to record. The zeros are
+//! written together with the records of the group that runs short of them
+//! and made durable by that group's sync.
+//!
+//! On open, a header with length 0 followed only by zeros is the end of a
+//! segment. In the last segment, a record that fails its checksum is a write
+//! cut short by a crash, and is trimmed, only when part of it is missing: a
+//! 512-byte sector inside it is all zeros, or the file ends inside it; and
+//! only zeros follow it; and no shorter payload matches its checksum (which
+//! would mean a damaged length). Any other bad record, and anything non-zero
+//! after the end of the log, is corruption: the member refuses to start.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
@@ -39,6 +51,15 @@ const QUEUE_OPS_MAX: usize = 16 * 1024;
 const RECORD_BYTES_MAX: u32 = 256 * 1024 * 1024;
 /// Bytes of the committed-index hint file (a record padded with zeros).
 const HINT_BYTES: usize = 64;
+/// Zeros kept written ahead of the records in the segment being written.
+/// When fewer than half of them are left, the next group tops them up in
+/// the same write and sync as its records: one sync in about every
+/// `ZERO_AHEAD_BYTES / 2` of log pays for an allocation.
+const ZERO_AHEAD_BYTES: u64 = 256 * 1024;
+/// A write cut short by a crash leaves whole sectors of this size unwritten.
+const SECTOR_BYTES: usize = 512;
+/// Source of the zeros written ahead.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// How often the lazy (unsafe) mode writes its buffer.
 const LAZY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -332,8 +353,14 @@ struct Wal {
     wal_dir: PathBuf,
     /// First index of each segment, in order; the last one is being written.
     segments: Vec<u64>,
+    /// The last segment, written at explicit offsets.
     current: File,
+    /// End of the records in `current`.
     current_len: u64,
+    /// Length of `current`; everything from `current_len` up to it is zeros.
+    current_alloc: u64,
+    /// A segment is sealed past this size ([`SEGMENT_BYTES_MAX`]; tests lower it).
+    segment_max: u64,
     /// (segment first index, byte offset) of every unpurged entry.
     positions: BTreeMap<u64, (u64, u64)>,
     faults: Arc<LogFaults>,
@@ -373,47 +400,38 @@ impl Wal {
         let mut positions = BTreeMap::new();
         let mut expected: Option<u64> = None;
         let last_seg = segments.last().copied();
+        let mut last_end = 0u64;
         for &seg in &segments {
             let path = segment_path(wal_dir, seg);
             let mut bytes = Vec::new();
             File::open(&path)
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(io(&path))?;
-            let mut off = 0usize;
             let corrupt = |offset: usize, reason: String| LogOpenError::Corrupt {
                 path: path.clone(),
                 offset: offset as u64,
                 reason,
             };
-            while off < bytes.len() {
-                let torn = off + 8 > bytes.len() || {
-                    let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4"));
-                    len > RECORD_BYTES_MAX || off + 8 + len as usize > bytes.len()
-                };
-                if torn {
-                    if Some(seg) != last_seg {
-                        return Err(corrupt(
-                            off,
-                            "record cut short inside a sealed segment".into(),
-                        ));
-                    }
-                    // A write cut short by a crash: the record was never acknowledged.
-                    tracing::warn!(file = %path.display(), offset = off, "trimming a torn record at the end of the log");
-                    let f = OpenOptions::new()
-                        .write(true)
-                        .open(&path)
-                        .map_err(io(&path))?;
-                    f.set_len(off as u64).map_err(io(&path))?;
-                    f.sync_all().map_err(io(&path))?;
-                    bytes.truncate(off);
-                    break;
-                }
-                let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
-                let crc = u32::from_le_bytes(bytes[off + 4..off + 8].try_into().expect("4"));
+            let is_last = Some(seg) == last_seg;
+            let scan = scan_segment(&bytes, is_last).map_err(|(off, r)| corrupt(off, r))?;
+            if scan.torn {
+                // A write cut short by a crash: it was never acknowledged.
+                // Cutting the file there also drops the bytes after it, so
+                // the next appends (which write their own zeros ahead) can
+                // never be followed by anything of the old tail.
+                tracing::warn!(file = %path.display(), offset = scan.end, "trimming a torn record at the end of the log");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                f.set_len(scan.end as u64).map_err(io(&path))?;
+                f.sync_all().map_err(io(&path))?;
+            }
+            if is_last {
+                last_end = scan.end as u64;
+            }
+            for (off, len) in scan.records {
                 let payload = &bytes[off + 8..off + 8 + len];
-                if crc32fast::hash(payload) != crc {
-                    return Err(corrupt(off, "checksum mismatch".into()));
-                }
                 let entry: Entry = bincode::deserialize(payload)
                     .map_err(|e| corrupt(off, format!("undecodable entry: {e}")))?;
                 let index = entry.log_id.index;
@@ -430,7 +448,6 @@ impl Wal {
                     positions.insert(index, (seg, off as u64));
                     entries.insert(index, entry);
                 }
-                off += 8 + len;
             }
         }
         if let (Some(p), Some(&first)) = (purged_index, entries.keys().next()) {
@@ -449,18 +466,22 @@ impl Wal {
             sync_dir(wal_dir).map_err(io(wal_dir))?;
         }
         let cur_path = segment_path(wal_dir, *segments.last().expect("one segment"));
-        let mut current = OpenOptions::new()
-            .append(true)
+        let current = OpenOptions::new()
+            .read(true)
+            .write(true)
             .open(&cur_path)
             .map_err(io(&cur_path))?;
-        let current_len = current.seek(SeekFrom::End(0)).map_err(io(&cur_path))?;
+        // Past the records, the scan found only zeros (or nothing).
+        let current_alloc = current.metadata().map_err(io(&cur_path))?.len();
         Ok((
             Wal {
                 raft_dir: raft_dir.to_path_buf(),
                 wal_dir: wal_dir.to_path_buf(),
                 segments,
                 current,
-                current_len,
+                current_len: last_end,
+                current_alloc,
+                segment_max: SEGMENT_BYTES_MAX,
                 positions,
                 faults,
                 pending: Vec::new(),
@@ -610,7 +631,7 @@ impl Wal {
     }
 
     fn append_entries(&mut self, first_index: u64, entries: &[Entry]) -> io::Result<()> {
-        if self.current_len >= SEGMENT_BYTES_MAX {
+        if self.current_len >= self.segment_max {
             self.rotate(first_index)?;
         }
         let mut buf = Vec::with_capacity(entries.len() * 512);
@@ -631,8 +652,26 @@ impl Wal {
             self.lazy_buf.extend_from_slice(&buf);
             return Ok(());
         }
-        self.current.write_all(&buf)?;
-        self.current_len += buf.len() as u64;
+        self.write_records(&buf)
+    }
+
+    /// Writes encoded records at the end of the log, and tops up the zeros
+    /// ahead of them when fewer than half are left. Both reach the disk
+    /// with the next sync.
+    fn write_records(&mut self, buf: &[u8]) -> io::Result<()> {
+        let end = self.current_len + buf.len() as u64;
+        self.current.write_all_at(buf, self.current_len)?;
+        self.current_len = end;
+        if self.current_alloc < end + ZERO_AHEAD_BYTES / 2 {
+            let mut at = self.current_alloc.max(end);
+            let target = end + ZERO_AHEAD_BYTES;
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                self.current.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
+            }
+            self.current_alloc = target;
+        }
         Ok(())
     }
 
@@ -666,17 +705,24 @@ impl Wal {
             return Ok(());
         }
         let buf = std::mem::take(&mut self.lazy_buf);
-        self.current.write_all(&buf)?;
-        self.current_len += buf.len() as u64;
+        self.write_records(&buf)?;
         self.current.sync_data()
     }
 
     fn rotate(&mut self, first_index: u64) -> io::Result<()> {
         self.flush_lazy_checked()?;
-        self.current.sync_data()?;
+        // The sealed segment ends with its last record, not with zeros.
+        self.current.set_len(self.current_len)?;
+        self.current.sync_all()?;
         let path = segment_path(&self.wal_dir, first_index);
-        self.current = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.current = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)?;
         self.current_len = 0;
+        self.current_alloc = 0;
         self.segments.push(first_index);
         sync_dir(&self.wal_dir)
     }
@@ -693,12 +739,14 @@ impl Wal {
             fs::remove_file(segment_path(&self.wal_dir, last))?;
             self.segments.pop();
         }
+        // Cutting the file drops the zeros ahead too; the next append
+        // writes new ones, so nothing old can follow the new records.
         let path = segment_path(&self.wal_dir, seg);
-        let f = OpenOptions::new().write(true).open(&path)?;
-        f.set_len(off)?;
-        f.sync_all()?;
-        self.current = OpenOptions::new().append(true).open(&path)?;
+        self.current = OpenOptions::new().read(true).write(true).open(&path)?;
+        self.current.set_len(off)?;
+        self.current.sync_all()?;
         self.current_len = off;
+        self.current_alloc = off;
         let _dropped = self.positions.split_off(&index);
         sync_dir(&self.wal_dir)
     }
@@ -715,6 +763,107 @@ impl Wal {
         self.positions = kept;
         Ok(())
     }
+}
+
+/// The records of one segment file, as found on open.
+struct SegmentScan {
+    /// (byte offset, payload length) of every whole record, in order.
+    records: Vec<(usize, usize)>,
+    /// Where the records end; only zeros (or a torn record) follow.
+    end: usize,
+    /// A torn record starts at `end` and must be trimmed.
+    torn: bool,
+}
+
+fn all_zero(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
+}
+
+/// Finds the records of a segment and where they end; on corruption, the
+/// offset and what is wrong. Only the last segment (`last`) may end in a
+/// torn record; any segment may end in zeros.
+fn scan_segment(bytes: &[u8], last: bool) -> Result<SegmentScan, (usize, String)> {
+    let mut records = Vec::new();
+    let mut off = 0usize;
+    let torn = loop {
+        let rest = &bytes[off..];
+        if all_zero(rest) {
+            break false; // The end, possibly followed by zeros written ahead.
+        }
+        if rest.len() < 8 {
+            if last {
+                break true; // A header cut short by the end of the file.
+            }
+            return Err((off, "record cut short inside a sealed segment".into()));
+        }
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if len == 0 {
+            return Err((off, "non-zero bytes after the end of the log".into()));
+        }
+        let end = off + 8 + len as usize;
+        if len <= RECORD_BYTES_MAX
+            && end <= bytes.len()
+            && crc32fast::hash(&bytes[off + 8..end]) == crc
+        {
+            records.push((off, len as usize));
+            off = end;
+            continue;
+        }
+        if !last {
+            let reason = if end > bytes.len() {
+                "record cut short inside a sealed segment"
+            } else {
+                "checksum mismatch"
+            };
+            return Err((off, reason.into()));
+        }
+        if len > RECORD_BYTES_MAX {
+            return Err((off, format!("record length {len} is implausible")));
+        }
+        torn_record(bytes, off, len as usize, crc).map_err(|reason| (off, reason))?;
+        break true;
+    };
+    Ok(SegmentScan {
+        records,
+        end: off,
+        torn,
+    })
+}
+
+/// Whether the bad record of `len` payload bytes at `off`, the last thing in
+/// the last segment, is a write cut short by a crash (`Ok`) rather than
+/// damaged data (`Err` with the reason). A write cut short leaves whole
+/// sectors unwritten, and they were zeros (written ahead) or past the end
+/// of the file; what follows the record was never written either.
+fn torn_record(bytes: &[u8], off: usize, len: usize, crc: u32) -> Result<(), String> {
+    let end = off + 8 + len;
+    let present_end = end.min(bytes.len());
+    if !all_zero(&bytes[present_end..]) {
+        return Err("checksum mismatch, and non-zero bytes follow the record".into());
+    }
+    let cut_by_eof = end > bytes.len();
+    let first_sector = (off / SECTOR_BYTES + 1) * SECTOR_BYTES;
+    let zero_sector = (first_sector..present_end)
+        .step_by(SECTOR_BYTES)
+        .any(|s| all_zero(&bytes[s..(s + SECTOR_BYTES).min(bytes.len())]));
+    if !cut_by_eof && !zero_sector {
+        return Err("checksum mismatch".into());
+    }
+    // A damaged length that points into the zeros looks like a cut-short
+    // write; the true, shorter payload then matches the checksum.
+    let payload = &bytes[off + 8..present_end];
+    let mut hasher = crc32fast::Hasher::new();
+    for (i, b) in payload.iter().enumerate() {
+        hasher.update(std::slice::from_ref(b));
+        if i + 1 < len && hasher.clone().finalize() == crc {
+            return Err(format!(
+                "checksum mismatch; the first {} payload bytes match it: the length field is damaged",
+                i + 1
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the committed-index hint written by `Wal::write_hint`; anything
@@ -792,16 +941,19 @@ mod tests {
 
     #[test]
     fn torn_tail_is_trimmed_and_flipped_byte_is_refused() {
+        // A segment written before zeros were kept ahead: it ends with its
+        // last record, and a crash cut that record short at the file's end.
         let dir = tempfile::tempdir().expect("tempdir");
-        {
+        let data_end = {
             let (mut wal, _) = open(dir.path()).expect("open");
             wal.append(&(1..=3).map(entry).collect::<Vec<_>>())
                 .expect("append");
             wal.current.sync_data().expect("sync");
-        }
+            wal.current_len as usize
+        };
         let seg = segment_path(&dir.path().join("wal"), 0);
         let full = fs::read(&seg).expect("read");
-        fs::write(&seg, &full[..full.len() - 3]).expect("tear");
+        fs::write(&seg, &full[..data_end - 3]).expect("tear");
         let (_, entries) = open(dir.path()).expect("a torn tail is trimmed");
         assert_eq!(entries.len(), 2);
         let mut bytes = fs::read(&seg).expect("read");
@@ -809,5 +961,250 @@ mod tests {
         fs::write(&seg, &bytes).expect("flip");
         let err = open(dir.path()).err().expect("a flipped byte is refused");
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    /// An entry whose record spans several sectors, with no zero byte
+    /// inside its commands.
+    fn big_entry(index: u64) -> Entry {
+        use crate::types::Batch;
+        use nines_store::Command;
+        let commands = (0..150)
+            .map(|i| Command::Compact {
+                revision: 0x0101_0101_0101_0101 + i + index as i64 * 1000,
+            })
+            .collect();
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Batch { commands }),
+        }
+    }
+
+    fn write_group(wal: &mut Wal, entries: Vec<Entry>) {
+        wal.append(&entries).expect("append");
+        wal.current.sync_data().expect("sync");
+    }
+
+    fn indexes(entries: &BTreeMap<u64, Entry>) -> Vec<u64> {
+        entries.keys().copied().collect()
+    }
+
+    /// The byte range of entry `index`'s record (header included).
+    fn record_extent(wal: &Wal, index: u64, bytes: &[u8]) -> (usize, usize) {
+        let (_, off) = wal.positions[&index];
+        let off = off as usize;
+        let len = u32::from_le_bytes(bytes[off..off + 4].try_into().expect("4")) as usize;
+        (off, off + 8 + len)
+    }
+
+    #[test]
+    fn appends_overwrite_zeros_written_ahead_and_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=3).map(entry).collect());
+            let len = fs::metadata(&seg).expect("stat").len();
+            assert_eq!(len, wal.current_alloc);
+            assert!(len >= wal.current_len + ZERO_AHEAD_BYTES / 2, "zeros ahead");
+            assert!(all_zero(
+                &fs::read(&seg).expect("read")[wal.current_len as usize..]
+            ));
+            // Small groups go into the zeros: the file does not grow.
+            write_group(&mut wal, (4..=6).map(entry).collect());
+            assert_eq!(fs::metadata(&seg).expect("stat").len(), len);
+        }
+        let data_end = {
+            let (mut wal, entries) = open(dir.path()).expect("reopen");
+            assert_eq!(indexes(&entries), (1..=6).collect::<Vec<_>>());
+            write_group(&mut wal, (7..=8).map(big_entry).collect());
+            wal.current_len
+        };
+        let (wal, entries) = open(dir.path()).expect("reopen again");
+        assert_eq!(indexes(&entries), (1..=8).collect::<Vec<_>>());
+        assert_eq!(entries[&8], big_entry(8));
+        assert_eq!(wal.current_len, data_end);
+    }
+
+    #[test]
+    fn growing_past_the_zeros_writes_more_of_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut wal, _) = open(dir.path()).expect("open");
+        let mut next = 1;
+        while wal.current_len < 2 * ZERO_AHEAD_BYTES {
+            write_group(&mut wal, (next..next + 10).map(big_entry).collect());
+            next += 10;
+            assert!(wal.current_alloc >= wal.current_len + ZERO_AHEAD_BYTES / 2);
+        }
+        drop(wal);
+        let (_, entries) = open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&entries), (1..next).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn torn_record_in_zeroed_space_is_trimmed_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let (start, end) = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=3).map(big_entry).collect());
+            let bytes = fs::read(&seg).expect("read");
+            record_extent(&wal, 3, &bytes)
+        };
+        // The write of entry 3 reached the disk except one sector inside it.
+        let mut bytes = fs::read(&seg).expect("read");
+        let sector = (start / SECTOR_BYTES + 2) * SECTOR_BYTES;
+        assert!(sector + SECTOR_BYTES <= end, "the record spans the sector");
+        bytes[sector..sector + SECTOR_BYTES].fill(0);
+        fs::write(&seg, &bytes).expect("tear");
+        {
+            let (mut wal, entries) = open(dir.path()).expect("a torn record is trimmed");
+            assert_eq!(indexes(&entries), vec![1, 2]);
+            assert_eq!(wal.current_len as usize, start);
+            assert_eq!(fs::metadata(&seg).expect("stat").len() as usize, start);
+            // A shorter entry 3 and one more: nothing of the torn record may
+            // follow them.
+            write_group(&mut wal, vec![entry(3), big_entry(4)]);
+        }
+        let (_, entries) = open(dir.path()).expect("reopen after appends");
+        assert_eq!(indexes(&entries), vec![1, 2, 3, 4]);
+        assert_eq!(entries[&3], entry(3));
+        assert_eq!(entries[&4], big_entry(4));
+    }
+
+    #[test]
+    fn record_cut_short_by_a_kill_is_trimmed() {
+        // A kill stops a write at a page boundary: everything after it in
+        // the group stays zero.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let (start, end) = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=4).map(big_entry).collect());
+            let bytes = fs::read(&seg).expect("read");
+            record_extent(&wal, 3, &bytes)
+        };
+        let mut bytes = fs::read(&seg).expect("read");
+        let cut = (start / SECTOR_BYTES + 1) * SECTOR_BYTES;
+        assert!(cut < end);
+        bytes[cut..].fill(0);
+        fs::write(&seg, &bytes).expect("cut");
+        let (_, entries) = open(dir.path()).expect("a cut-short group is trimmed");
+        assert_eq!(indexes(&entries), vec![1, 2]);
+    }
+
+    fn assert_refused(dir: &Path, what: &str) -> String {
+        match open(dir) {
+            Err(e @ LogOpenError::Corrupt { .. }) => e.to_string(),
+            Err(e) => panic!("{what}: wrong error {e}"),
+            Ok((_, entries)) => panic!("{what}: opened with {:?}", indexes(&entries)),
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_last_record_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let (start, end) = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=3).map(big_entry).collect());
+            let bytes = fs::read(&seg).expect("read");
+            record_extent(&wal, 3, &bytes)
+        };
+        let clean = fs::read(&seg).expect("read");
+        // A byte of the payload, of the checksum, and of the length (grown
+        // so that the record reaches into the zeros ahead).
+        for (at, mask, what) in [
+            (end - 100, 0x10u8, "payload"),
+            (start + 5, 0x01, "checksum"),
+            (start + 1, 0x10, "length"),
+        ] {
+            let mut bytes = clean.clone();
+            bytes[at] ^= mask;
+            fs::write(&seg, &bytes).expect("flip");
+            let err = assert_refused(dir.path(), what);
+            assert!(
+                err.contains(&format!("at byte {start}: checksum mismatch")),
+                "{what}: {err}"
+            );
+            if what == "length" {
+                assert!(err.contains("the length field is damaged"), "{err}");
+            }
+        }
+        fs::write(&seg, &clean).expect("restore");
+        let (_, entries) = open(dir.path()).expect("the clean log opens");
+        assert_eq!(indexes(&entries), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn non_zero_bytes_after_the_end_of_the_log_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let data_end = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=3).map(entry).collect());
+            wal.current_len as usize
+        };
+        let clean = fs::read(&seg).expect("read");
+        for at in [data_end, data_end + 5, data_end + 3000, clean.len() - 1] {
+            let mut bytes = clean.clone();
+            bytes[at] = 0x5a;
+            fs::write(&seg, &bytes).expect("garbage");
+            let err = assert_refused(dir.path(), &format!("garbage at {at}"));
+            assert!(err.contains(&format!("at byte {data_end}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn segments_roll_over_and_purge_and_truncate_still_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wal_dir = dir.path().join("wal");
+        let segments = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            wal.segment_max = 8 * 1024;
+            for first in (1..=40).step_by(4) {
+                write_group(&mut wal, (first..first + 4).map(big_entry).collect());
+            }
+            assert!(wal.segments.len() >= 3, "{:?}", wal.segments);
+            // Sealed segments end with their last record.
+            for &s in &wal.segments[..wal.segments.len() - 1] {
+                let bytes = fs::read(segment_path(&wal_dir, s)).expect("read");
+                let scan = scan_segment(&bytes, false).expect("scan");
+                assert_eq!(scan.end, bytes.len(), "segment {s}");
+            }
+            wal.segments.clone()
+        };
+        {
+            let (mut wal, entries) = open(dir.path()).expect("reopen");
+            assert_eq!(indexes(&entries), (1..=40).collect::<Vec<_>>());
+            assert_eq!(wal.segments, segments);
+            // A new leader overwrites from entry 10 on: the later segments go.
+            let (holder, _) = wal.positions[&10];
+            wal.truncate(10).expect("truncate");
+            assert_eq!(wal.segments.last(), Some(&holder));
+            for &s in &segments {
+                assert_eq!(
+                    segment_path(&wal_dir, s).exists(),
+                    s <= holder,
+                    "segment {s}"
+                );
+            }
+            write_group(&mut wal, (10..=12).map(entry).collect());
+        }
+        {
+            let (mut wal, entries) = open(dir.path()).expect("reopen after truncate");
+            assert_eq!(indexes(&entries), (1..=12).collect::<Vec<_>>());
+            assert_eq!(entries[&11], entry(11));
+            wal.purge(*entry(9).get_log_id()).expect("purge");
+            // Segments holding only purged entries are gone; the one that
+            // holds entry 10 stays.
+            let first = wal.segments[0];
+            assert!(first <= 10 && wal.segments.get(1).is_none_or(|&s| s > 10));
+            assert!(first > segments[0], "{:?}", wal.segments);
+            assert!(!segment_path(&wal_dir, segments[0]).exists());
+            write_group(&mut wal, (13..=14).map(big_entry).collect());
+        }
+        let (_, entries) = open(dir.path()).expect("reopen after purge");
+        assert_eq!(indexes(&entries), (10..=14).collect::<Vec<_>>());
+        assert_eq!(entries[&14], big_entry(14));
     }
 }
