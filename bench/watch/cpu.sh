@@ -10,7 +10,7 @@
 #
 # Usage: bench/watch/cpu.sh [NINES_BINARY]
 # Environment: SIDE (nines), WATCHERS (1000), CLIENTS (1), DURATION (5s),
-# REPEAT (2), BENCH_BIN (the benchmark client; default NINES_BINARY),
+# PER_STREAM (watchers sharing one watch stream, 1), REPEAT (2), BENCH_BIN (the benchmark client; default NINES_BINARY),
 # PERF_PID=leader|client and PERF_OUT=FILE to `perf record` that process
 # during the first run with watchers.
 set -euo pipefail
@@ -21,6 +21,7 @@ WATCHERS=${WATCHERS:-1000}
 CLIENTS=${CLIENTS:-1}
 DURATION=${DURATION:-5s}
 REPEAT=${REPEAT:-2}
+PER_STREAM=${PER_STREAM:-1}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nines-bench-watch-cpu.XXXXXX")
 # shellcheck source=bench/kv/cluster.sh
 source "$ROOT/bench/kv/cluster.sh"
@@ -45,6 +46,7 @@ for ((r = 1; r <= REPEAT; r++)); do
     before=$(members_cpu)
     /usr/bin/time -f '%U %S' -o "$WORK/client.time" "$BENCH_BIN" bench watch \
       --endpoints "$(cluster_endpoints "$SIDE")" --watchers "$w" --clients "$CLIENTS" \
+      --watchers-per-stream "$PER_STREAM" \
       --duration "$DURATION" --prefix "/cpu/$r/$w/" -w json >"$out" 2>"$out.err" &
     client=$!
     if [ "$r" = 1 ] && [ "$w" != 0 ] && [ -n "${PERF_OUT:-}" ]; then

@@ -9,6 +9,7 @@
 # "## KV store" section of bench/RESULTS.md.
 #
 # Environment: ROUNDS (3), DURATION (8s), WATCHERS (1000), WRITERS ("1 64"),
+# PER_STREAM (watchers sharing one watch stream, 1),
 # SIDES ("etcd nines"), NINES_BIN, BENCH_BIN, RESULTS, KEEP_WORK=1.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,6 +17,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
 WATCHERS=${WATCHERS:-1000}
 WRITERS=${WRITERS:-"1 64"}
+PER_STREAM=${PER_STREAM:-1}
 SIDES=${SIDES:-"etcd nines"}
 RESULTS=${RESULTS:-$ROOT/bench/RESULTS.md}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nines-bench-watch.XXXXXX")
@@ -41,6 +43,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       for side in $SIDES; do
         out="$WORK/$side.c$c.w$w.$round.json"
         "$BENCH_BIN" bench watch --endpoints "$(cluster_endpoints "$side")" --watchers "$w" \
+          --watchers-per-stream "$PER_STREAM" \
           --clients "$c" --duration "$DURATION" --prefix "/fanout/$round/$c/$w/" -w json >"$out" \
           2>"$out.err" || die "$side writers=$c watchers=$w round $round failed: $(tail -n 5 "$out.err")"
         log "round $round $side writers=$c watchers=$w: $(jq -r '"\(.write_throughput_ops_s | floor) writes/s, \(.watchers_complete)/\(.watchers) watchers complete"' "$out")"

@@ -23,12 +23,14 @@ use tonic::Streaming;
 
 use crate::pb::etcdserverpb as pb;
 use crate::watch_grpc::{Outbox, SessionStream};
-use crate::watch_hub::{encode_event, EncodedBatch, Hub, WireResponse};
+use crate::watch_hub::{encode_event, EncodedBatch, Hub, ResponseHead, WireResponse};
 
 /// Watchers on one stream, at most.
 pub const WATCHERS_PER_STREAM_MAX: usize = 10_000;
 /// Applied batches taken together into one delivery, at most.
 const COALESCE_BATCHES_MAX: usize = 256;
+/// Watchers served in a row before a delivery gives way to queued work.
+const YIELD_EVERY_WATCHERS: usize = 64;
 /// Events read from history in one step of a replay.
 const REPLAY_EVENTS_MAX: usize = 1000;
 /// Bytes of events in one response before it is split (with `fragment`) or
@@ -102,6 +104,39 @@ impl Watcher {
             _ => {}
         }
         in_range(&e.kv.key, &self.key, &self.range_end)
+    }
+}
+
+/// What decides the events a watcher gets from a delivery; two watchers
+/// with equal views get the same events.
+struct WatcherView {
+    key: Vec<u8>,
+    range_end: Vec<u8>,
+    no_put: bool,
+    no_delete: bool,
+    prev_kv: bool,
+    next_rev: i64,
+}
+
+impl WatcherView {
+    fn of(w: &Watcher) -> WatcherView {
+        WatcherView {
+            key: w.key.clone(),
+            range_end: w.range_end.clone(),
+            no_put: w.no_put,
+            no_delete: w.no_delete,
+            prev_kv: w.prev_kv,
+            next_rev: w.next_rev,
+        }
+    }
+
+    fn is_of(&self, w: &Watcher) -> bool {
+        self.next_rev == w.next_rev
+            && self.no_put == w.no_put
+            && self.no_delete == w.no_delete
+            && self.prev_kv == w.prev_kv
+            && self.key == w.key
+            && self.range_end == w.range_end
     }
 }
 
@@ -408,53 +443,97 @@ impl Session {
     /// responses whose header revision is `revision`: one response, or with
     /// `fragment` pieces of about [`RESPONSE_BYTES_SOFT_MAX`] bytes.
     async fn deliver(&self, id: i64, fragment: bool, events: Vec<Bytes>, revision: i64) {
+        let heads = ResponseHead::new(&self.header(revision));
+        self.deliver_with(&heads, id, fragment, events.into()).await
+    }
+
+    /// [`Session::deliver`] with the response heads of the delivery.
+    async fn deliver_with(
+        &self,
+        heads: &ResponseHead,
+        id: i64,
+        fragment: bool,
+        events: Arc<[Bytes]>,
+    ) {
         if events.is_empty() {
             return;
         }
-        let head = |fragment| pb::WatchResponse {
-            header: Some(self.header(revision)),
-            watch_id: id,
-            fragment,
-            ..Default::default()
+        let cut = if fragment {
+            fragment_cut(&events)
+        } else {
+            None
         };
-        let mut events = events;
+        let Some(mut at) = cut else {
+            return self
+                .outbox
+                .push(WireResponse::from_parts(
+                    heads.for_watcher(id, false),
+                    events,
+                ))
+                .await;
+        };
         // With `fragment`, pieces of about RESPONSE_BYTES_SOFT_MAX, each but
         // the last marked as followed by more.
-        while let Some(at) = fragment.then(|| fragment_cut(&events)).flatten() {
-            let rest = events.split_off(at);
-            let piece = std::mem::replace(&mut events, rest);
+        let mut rest: &[Bytes] = &events;
+        loop {
+            let (piece, after) = rest.split_at(at);
+            let more = !after.is_empty();
             self.outbox
-                .push(WireResponse::new(&head(true), piece))
+                .push(WireResponse::from_parts(
+                    heads.for_watcher(id, more),
+                    piece.into(),
+                ))
                 .await;
+            rest = after;
+            if !more {
+                return;
+            }
+            at = fragment_cut(rest).unwrap_or(rest.len());
         }
-        self.outbox
-            .push(WireResponse::new(&head(false), events))
-            .await
     }
 
     /// Delivers consecutive live batches (in revision order) to every
-    /// watcher, in one response per watcher.
+    /// watcher, in one response per watcher. Watchers that want the same
+    /// events (same range, filters and position, as when a client opens many
+    /// watches on one prefix) share one list of them; the response header is
+    /// encoded once.
     async fn on_events(&mut self, batches: &[Arc<EncodedBatch>]) {
         let Some(revision) = batches.last().map(|b| b.revision) else {
             return;
         };
+        let heads = ResponseHead::new(&self.header(revision));
         let ids: Vec<i64> = self.watchers.keys().copied().collect();
-        for id in ids {
+        let mut shared: Option<(WatcherView, Arc<[Bytes]>)> = None;
+        for (n, id) in ids.into_iter().enumerate() {
+            if n > 0 && n % YIELD_EVERY_WATCHERS == 0 {
+                // Let Raft and client requests queued on this worker run
+                // between groups of watchers.
+                tokio::task::yield_now().await;
+            }
             let Some(w) = self.watchers.get(&id) else {
                 continue;
             };
             if revision < w.next_rev {
                 continue;
             }
-            let mut events = Vec::new();
-            for e in batches.iter().flat_map(|b| &b.events) {
-                let ev = e.event();
-                if ev.kv.mod_revision >= w.next_rev && w.matches(ev) {
-                    events.push(e.bytes(w.prev_kv).clone());
+            let events = match &shared {
+                Some((view, events)) if view.is_of(w) => Arc::clone(events),
+                _ => {
+                    let events: Arc<[Bytes]> = batches
+                        .iter()
+                        .flat_map(|b| &b.events)
+                        .filter(|e| {
+                            let ev = e.event();
+                            ev.kv.mod_revision >= w.next_rev && w.matches(ev)
+                        })
+                        .map(|e| e.bytes(w.prev_kv).clone())
+                        .collect();
+                    shared = Some((WatcherView::of(w), Arc::clone(&events)));
+                    events
                 }
-            }
+            };
             let fragment = w.fragment;
-            self.deliver(id, fragment, events, revision).await;
+            self.deliver_with(&heads, id, fragment, events).await;
             if let Some(w) = self.watchers.get_mut(&id) {
                 w.next_rev = revision + 1;
             }

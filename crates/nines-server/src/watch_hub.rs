@@ -38,6 +38,12 @@ const MERGE_EVENTS_MAX: usize = 256;
 
 const _: () = assert!(HUB_CHANNEL_MAX <= nines_raft::state_machine::EVENTS_CHANNEL_MAX);
 
+/// Field number of `WatchResponse.header`.
+const HEADER_FIELD: u32 = 1;
+/// Field number of `WatchResponse.watch_id`.
+const WATCH_ID_FIELD: u32 = 2;
+/// Field number of `WatchResponse.fragment`.
+const FRAGMENT_FIELD: u32 = 7;
 /// Field number of `WatchResponse.events`.
 const EVENTS_FIELD: u32 = 11;
 
@@ -125,11 +131,12 @@ pub(crate) fn encode_event(e: &Event, prev_kv: bool) -> Bytes {
 /// events, encoded; then `events`, each an encoded `mvccpb.Event`, as field
 /// 11. Written straight into the gRPC frame, so a watcher's copy of an event
 /// is made there and nowhere else. The bytes are what prost writes for the
-/// whole message, since `events` is its last field.
+/// whole message, since `events` is its last field. Watchers that get the
+/// same events in one delivery share one list of them.
 #[derive(Debug)]
 pub(crate) struct WireResponse {
     head: Bytes,
-    events: Vec<Bytes>,
+    events: Arc<[Bytes]>,
 }
 
 impl WireResponse {
@@ -138,8 +145,13 @@ impl WireResponse {
         debug_assert!(head.events.is_empty(), "events are passed encoded");
         WireResponse {
             head: Bytes::from(head.encode_to_vec()),
-            events,
+            events: events.into(),
         }
+    }
+
+    /// The encoded `head` (see [`ResponseHead`]) followed by `events`.
+    pub fn from_parts(head: Bytes, events: Arc<[Bytes]>) -> WireResponse {
+        WireResponse { head, events }
     }
 
     /// Bytes on the wire.
@@ -155,11 +167,42 @@ impl WireResponse {
     /// Writes the message into `dst`.
     pub fn write_to(&self, dst: &mut impl BufMut) {
         dst.put_slice(&self.head);
-        for e in &self.events {
+        for e in self.events.iter() {
             encode_key(EVENTS_FIELD, WireType::LengthDelimited, dst);
             encode_varint(e.len() as u64, dst);
             dst.put_slice(e);
         }
+    }
+}
+
+/// The head of the event responses of one delivery: the response header is
+/// encoded once, and each watcher's head is that plus its watch id (and the
+/// fragment flag), as prost would write `WatchResponse` fields 1, 2 and 7.
+pub(crate) struct ResponseHead {
+    header_field: Vec<u8>,
+}
+
+impl ResponseHead {
+    /// Heads carrying `header`.
+    pub fn new(header: &pb::ResponseHeader) -> ResponseHead {
+        let mut header_field = Vec::with_capacity(header.encoded_len() + 2);
+        prost::encoding::message::encode(HEADER_FIELD, header, &mut header_field);
+        ResponseHead { header_field }
+    }
+
+    /// The encoded head of watcher `watch_id`'s response.
+    pub fn for_watcher(&self, watch_id: i64, fragment: bool) -> Bytes {
+        let mut head = Vec::with_capacity(self.header_field.len() + 14);
+        head.extend_from_slice(&self.header_field);
+        if watch_id != 0 {
+            encode_key(WATCH_ID_FIELD, WireType::Varint, &mut head);
+            encode_varint(watch_id as u64, &mut head);
+        }
+        if fragment {
+            encode_key(FRAGMENT_FIELD, WireType::Varint, &mut head);
+            encode_varint(1, &mut head);
+        }
+        Bytes::from(head)
     }
 }
 
@@ -302,6 +345,29 @@ mod tests {
             assert_eq!(
                 pb::WatchResponse::decode(ours.as_slice()).expect("decodes"),
                 full
+            );
+        }
+    }
+
+    #[test]
+    fn shared_heads_are_what_prost_writes() {
+        let header = pb::ResponseHeader {
+            cluster_id: 11,
+            member_id: 12,
+            revision: 300,
+            raft_term: 4,
+        };
+        let heads = ResponseHead::new(&header);
+        for (watch_id, fragment) in [(0, false), (7, false), (1 << 40, true), (-1, false)] {
+            let full = pb::WatchResponse {
+                header: Some(header),
+                watch_id,
+                fragment,
+                ..Default::default()
+            };
+            assert_eq!(
+                heads.for_watcher(watch_id, fragment).to_vec(),
+                full.encode_to_vec()
             );
         }
     }

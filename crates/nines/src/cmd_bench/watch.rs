@@ -1,6 +1,9 @@
 //! `nines bench watch`: write throughput while many watchers follow one
-//! prefix. Opens `--watchers` watch streams on the prefix (spread over
-//! `--conns` connections, which go round the endpoints), then `--clients`
+//! prefix. Opens `--watchers` watchers on the prefix, `--watchers-per-stream`
+//! of them on each watch stream (1 by default; etcd's clients put every watch
+//! of a context on one stream, and etcd's own benchmark uses 100 per stream),
+//! the streams spread over `--conns` connections, which go round the
+//! endpoints), then `--clients`
 //! writers put keys under it for `--duration`; reports the write rate and
 //! whether every watcher received every acknowledged write, in order. With
 //! `--watchers 0` it gives the baseline.
@@ -11,6 +14,7 @@
 //! task, so the client's own cost per event stays small next to the
 //! servers'. The same client runs against etcd, so both sides gain alike.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,9 +38,12 @@ const WATCHERS_MAX: usize = 100_000;
 /// Arguments of `nines bench watch`.
 #[derive(Args, Debug)]
 pub struct WatchBenchArgs {
-    /// Watch streams on the prefix.
+    /// Watchers on the prefix.
     #[arg(long, default_value_t = 1000)]
     pub watchers: usize,
+    /// Watchers sharing one watch stream (the last stream may have fewer).
+    #[arg(long, default_value_t = 1)]
+    pub watchers_per_stream: usize,
     /// Concurrent writers.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -61,6 +68,7 @@ pub struct WatchBenchArgs {
 #[derive(Serialize, Debug)]
 pub struct WatchReport {
     watchers: usize,
+    watchers_per_stream: usize,
     clients: usize,
     writes_acknowledged: u64,
     write_errors: u64,
@@ -97,6 +105,8 @@ async fn connect(endpoints: &[String]) -> anyhow::Result<Client> {
 /// What the check needs from one `WatchResponse`.
 #[derive(Debug, Default)]
 struct Summary {
+    watch_id: i64,
+    created: bool,
     canceled: bool,
     events: u64,
     first_revision: i64,
@@ -115,6 +125,8 @@ fn summarize(mut buf: &[u8]) -> anyhow::Result<Summary> {
     while !buf.is_empty() {
         let (field, wire) = decode_key(&mut buf)?;
         match (field, wire) {
+            (2, WireType::Varint) => s.watch_id = decode_varint(&mut buf)? as i64,
+            (3, WireType::Varint) => s.created = decode_varint(&mut buf)? != 0,
             // canceled
             (4, WireType::Varint) => s.canceled = decode_varint(&mut buf)? != 0,
             // events
@@ -199,8 +211,16 @@ impl Decoder for SummaryCodec {
 
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Summary>, Status> {
         use prost::bytes::Buf;
-        let bytes = src.copy_to_bytes(src.remaining());
-        summarize(&bytes)
+        let len = src.remaining();
+        // A message in one piece (the usual case) is read where it lies.
+        let summary = if src.chunk().len() >= len {
+            let s = summarize(&src.chunk()[..len]);
+            src.advance(len);
+            s
+        } else {
+            summarize(&src.copy_to_bytes(len))
+        };
+        summary
             .map(Some)
             .map_err(|e| Status::internal(format!("decoding a watch response: {e:#}")))
     }
@@ -218,13 +238,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-/// Opens one watcher on `prefix` from `start_revision` and waits for the
-/// server to confirm it. The request side stays open, as a client's does.
-async fn open_watcher(
+/// Opens one watch stream with `count` watchers on `prefix` from
+/// `start_revision` and waits for the server to confirm each; returns the
+/// stream and its watch ids in the order they were created. The request side
+/// stays open, as a client's does.
+async fn open_stream(
     channel: Channel,
     prefix: &str,
     start_revision: i64,
-) -> anyhow::Result<tonic::Streaming<Summary>> {
+    count: usize,
+) -> anyhow::Result<(tonic::Streaming<Summary>, Vec<i64>)> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.context("watch connection not ready")?;
     let create = WatchRequest {
@@ -235,18 +258,23 @@ async fn open_watcher(
             ..Default::default()
         })),
     };
-    let outbound = futures::stream::iter([create]).chain(futures::stream::pending());
+    let outbound = futures::stream::iter(vec![create; count]).chain(futures::stream::pending());
     let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
     let mut stream = grpc
         .streaming(tonic::Request::new(outbound), path, SummaryCodec)
         .await
         .context("opening a watch stream")?
         .into_inner();
-    match stream.message().await.context("waiting for the watch")? {
-        Some(created) if !created.canceled => Ok(stream),
-        Some(_) => bail!("the watch was refused"),
-        None => bail!("the watch stream ended at once"),
+    let mut ids = Vec::with_capacity(count);
+    while ids.len() < count {
+        match stream.message().await.context("waiting for the watch")? {
+            Some(r) if r.created && !r.canceled => ids.push(r.watch_id),
+            Some(r) if r.created => bail!("the watch was refused"),
+            Some(_) => bail!("an event arrived before every watch was created"),
+            None => bail!("the watch stream ended at once"),
+        }
     }
+    Ok((stream, ids))
 }
 
 /// Per-watcher tallies shared with the connection tasks.
@@ -256,17 +284,31 @@ struct Tallies {
     broken: Vec<AtomicU64>,
 }
 
+/// One watch stream and the watcher index of each of its watch ids.
+struct OpenStream {
+    stream: tonic::Streaming<Summary>,
+    watchers: HashMap<i64, usize>,
+}
+
 /// Follows every watcher of one connection in one task, checking that each
 /// one's revisions strictly increase across responses.
-async fn follow(streams: Vec<(usize, tonic::Streaming<Summary>)>, tallies: Arc<Tallies>) {
+async fn follow(streams: Vec<OpenStream>, tallies: Arc<Tallies>) {
     let mut last = vec![i64::MIN; tallies.events.len()];
     let mut all = SelectAll::new();
-    for (i, s) in streams {
-        all.push(s.map(move |r| (i, r)));
+    let mut maps = Vec::new();
+    for (n, s) in streams.into_iter().enumerate() {
+        maps.push(s.watchers);
+        all.push(s.stream.map(move |r| (n, r)));
     }
-    while let Some((i, r)) = all.next().await {
+    while let Some((n, r)) = all.next().await {
         let Ok(s) = r else {
-            tallies.broken[i].store(1, Ordering::Relaxed);
+            for &i in maps[n].values() {
+                tallies.broken[i].store(1, Ordering::Relaxed);
+            }
+            continue;
+        };
+        let Some(&i) = maps[n].get(&s.watch_id) else {
+            // A response for no watcher of ours (a progress notification).
             continue;
         };
         if s.canceled || !s.in_order || (s.events > 0 && s.first_revision <= last[i]) {
@@ -280,12 +322,14 @@ async fn follow(streams: Vec<(usize, tonic::Streaming<Summary>)>, tallies: Arc<T
     }
 }
 
-/// Opens `watchers` watchers on `prefix` from `start_revision` over `conns`
-/// connections that go round `endpoints`, and starts one task per
-/// connection that follows its watchers.
+/// Opens `watchers` watchers on `prefix` from `start_revision`,
+/// `per_stream` to a stream, the streams over `conns` connections that go
+/// round `endpoints`, and starts one task per connection that follows its
+/// watchers.
 async fn open_watchers(
     endpoints: Vec<String>,
     watchers: usize,
+    per_stream: usize,
     conns: usize,
     prefix: String,
     start_revision: i64,
@@ -303,12 +347,16 @@ async fn open_watchers(
             .with_context(|| format!("connecting to {ep}"))?;
         channels.push(channel);
     }
-    let mut per_conn: Vec<Vec<(usize, tonic::Streaming<Summary>)>> =
-        (0..conns).map(|_| Vec::new()).collect();
-    for i in 0..watchers {
-        let c = i % conns;
-        let stream = open_watcher(channels[c].clone(), &prefix, start_revision).await?;
-        per_conn[c].push((i, stream));
+    let mut per_conn: Vec<Vec<OpenStream>> = (0..conns).map(|_| Vec::new()).collect();
+    let mut first = 0;
+    for n in 0..watchers.div_ceil(per_stream) {
+        let count = per_stream.min(watchers - first);
+        let c = n % conns;
+        let (stream, ids) =
+            open_stream(channels[c].clone(), &prefix, start_revision, count).await?;
+        let watchers = ids.into_iter().zip(first..first + count).collect();
+        per_conn[c].push(OpenStream { stream, watchers });
+        first += count;
     }
     Ok(per_conn
         .into_iter()
@@ -327,6 +375,10 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         "--clients must be 1..=10000"
     );
     ensure!((1..=1024).contains(&args.conns), "--conns must be 1..=1024");
+    ensure!(
+        (1..=10_000).contains(&args.watchers_per_stream),
+        "--watchers-per-stream must be 1..=10000"
+    );
     ensure!(!endpoints.is_empty(), "no endpoints");
     let mut kv0 = connect(endpoints).await?;
     let start_rev = kv0
@@ -353,6 +405,7 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         .spawn(open_watchers(
             endpoints.to_vec(),
             args.watchers,
+            args.watchers_per_stream,
             args.conns,
             args.prefix.clone(),
             start_rev,
@@ -410,6 +463,7 @@ pub async fn run(args: &WatchBenchArgs, endpoints: &[String]) -> anyhow::Result<
         .count();
     Ok(WatchReport {
         watchers: args.watchers,
+        watchers_per_stream: args.watchers_per_stream,
         clients: args.clients,
         writes_acknowledged: expected,
         write_errors: errors.load(Ordering::Relaxed),
@@ -429,8 +483,8 @@ pub fn print(r: &WatchReport, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(r)?);
     } else {
         println!(
-            "watch fan-out: {} watchers, {} writers, {:.1} s\nwrites      {} acknowledged, {} errors, {:.1} ops/s\nwatchers    {} of {} received all {} events in order (fewest: {}; broken: {})",
-            r.watchers, r.clients, r.elapsed_s, r.writes_acknowledged, r.write_errors, r.write_throughput_ops_s,
+            "watch fan-out: {} watchers ({} per stream), {} writers, {:.1} s\nwrites      {} acknowledged, {} errors, {:.1} ops/s\nwatchers    {} of {} received all {} events in order (fewest: {}; broken: {})",
+            r.watchers, r.watchers_per_stream, r.clients, r.elapsed_s, r.writes_acknowledged, r.write_errors, r.write_throughput_ops_s,
             r.watchers_complete, r.watchers, r.events_expected_per_watcher, r.events_min_per_watcher,
             r.watchers_broken
         );
@@ -476,6 +530,7 @@ mod tests {
         };
         let s = summarize(&resp.encode_to_vec()).expect("decodes");
         assert_eq!((s.events, s.first_revision, s.last_revision), (3, 5, 9));
+        assert_eq!((s.watch_id, s.created), (3, false));
         assert!(s.in_order && !s.canceled);
         let resp = WatchResponse {
             events: vec![event(7), event(7)],
