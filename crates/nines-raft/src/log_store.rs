@@ -1207,4 +1207,34 @@ mod tests {
         assert_eq!(indexes(&entries), (10..=14).collect::<Vec<_>>());
         assert_eq!(entries[&14], big_entry(14));
     }
+
+    #[test]
+    fn committed_hint_is_written_and_read_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open_store = || {
+            LogStore::open(
+                dir.path(),
+                Arc::new(LogFaults::default()),
+                Arc::new(RaftStats::default()),
+            )
+            .expect("open")
+        };
+        {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=3).map(entry).collect());
+        }
+        {
+            let mut store = open_store();
+            futures::executor::block_on(store.save_committed(Some(*entry(2).get_log_id())))
+                .expect("save");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while read_hint(&dir.path().join("committed")).map(|c| c.index) != Some(2) {
+                assert!(Instant::now() < deadline, "the hint was never written");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let mut store = open_store();
+        let committed = futures::executor::block_on(store.read_committed()).expect("read");
+        assert_eq!(committed.map(|c| c.index), Some(2));
+    }
 }
