@@ -1237,4 +1237,30 @@ mod tests {
         let committed = futures::executor::block_on(store.read_committed()).expect("read");
         assert_eq!(committed.map(|c| c.index), Some(2));
     }
+
+    #[test]
+    fn a_segment_without_zeros_ahead_opens_and_takes_appends() {
+        // The layout written before zeros were kept ahead: records only.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = segment_path(&dir.path().join("wal"), 0);
+        let data_end = {
+            let (mut wal, _) = open(dir.path()).expect("open");
+            write_group(&mut wal, (1..=4).map(big_entry).collect());
+            wal.current_len
+        };
+        File::options()
+            .write(true)
+            .open(&seg)
+            .and_then(|f| f.set_len(data_end))
+            .expect("cut the zeros");
+        {
+            let (mut wal, entries) = open(dir.path()).expect("open the old layout");
+            assert_eq!(indexes(&entries), vec![1, 2, 3, 4]);
+            assert_eq!((wal.current_len, wal.current_alloc), (data_end, data_end));
+            write_group(&mut wal, (5..=6).map(entry).collect());
+            assert!(wal.current_alloc >= wal.current_len + ZERO_AHEAD_BYTES / 2);
+        }
+        let (_, entries) = open(dir.path()).expect("reopen");
+        assert_eq!(indexes(&entries), (1..=6).collect::<Vec<_>>());
+    }
 }
