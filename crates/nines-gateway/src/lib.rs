@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod server;
 pub mod source;
 pub mod stream;
+pub mod timer;
 pub mod upstream;
 pub mod worker;
 

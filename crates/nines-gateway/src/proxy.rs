@@ -31,6 +31,7 @@ use crate::head::{
 };
 use crate::metrics::{ListenerMetrics, RequestStats};
 use crate::stream::SendStream;
+use crate::timer::SleepSlot;
 use crate::upstream::{Connection, ResponseHead, UpstreamError, WireRequest};
 
 /// Request bodies up to this size are buffered so they can be replayed on retry.
@@ -163,6 +164,8 @@ pub struct ConnContext {
     pub framing_violation: Arc<AtomicBool>,
     forwarding: Forwarding,
     peer_hash: u64,
+    /// The sleep that bounds the wait for each response head, re-armed per request.
+    response_timer: SleepSlot,
 }
 
 impl ConnContext {
@@ -179,6 +182,7 @@ impl ConnContext {
             framing_violation,
             forwarding: Forwarding::new(ip),
             peer_hash: hash_ip(ip),
+            response_timer: SleepSlot::default(),
         }
     }
 }
@@ -494,13 +498,16 @@ async fn forward(
             break;
         }
         let sent_at = Instant::now();
-        let outcome = tokio::time::timeout(
-            cluster.response_timeout,
-            exchange(backend, cluster, &mut connection, &wire, body),
-        )
-        .await;
+        let deadline = tokio::time::Instant::from_std(sent_at) + cluster.response_timeout;
+        let outcome = ctx
+            .response_timer
+            .limit(
+                deadline,
+                exchange(backend, cluster, &mut connection, &wire, body),
+            )
+            .await;
         let head = match outcome {
-            Err(_) => {
+            None => {
                 record_failure(cluster, backend);
                 last_failure = Some(Failure::Timeout);
                 if policy.on_timeout && idempotent && replay.is_some() {
@@ -508,7 +515,7 @@ async fn forward(
                 }
                 break;
             }
-            Ok(Err(_)) => {
+            Some(Err(_)) => {
                 record_failure(cluster, backend);
                 last_failure = Some(Failure::Reset);
                 if policy.on_reset && idempotent && replay.is_some() {
@@ -516,7 +523,7 @@ async fn forward(
                 }
                 break;
             }
-            Ok(Ok(head)) => head,
+            Some(Ok(head)) => head,
         };
         let done = Instant::now();
         backend.observe_latency(done - sent_at, ms_at(done));

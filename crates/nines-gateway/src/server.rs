@@ -29,6 +29,7 @@ use crate::hash::hash_ip;
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{handle, ConnContext, ListenerRuntime};
 use crate::stream::SendStream;
+use crate::timer::ConnectionTimer;
 use crate::worker::Workers;
 
 /// Default time for a client to send a request head (and keep-alive idle time).
@@ -178,9 +179,9 @@ fn on_this_worker(stream: std::net::TcpStream) -> Option<TcpStream> {
 /// An HTTP/1.1 + h2c connection builder for `limits`.
 fn http_builder(limits: HttpLimits) -> Arc<auto::Builder<TokioExecutor>> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The HTTP/1 timer is set per connection (`serve_http_connection`).
     builder
         .http1()
-        .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.header_bytes_max.max(8192))
         .max_headers(limits.header_count_max)
@@ -207,6 +208,9 @@ async fn serve_http_connection(
         violation: Arc::clone(&violation),
     });
     let ctx = Arc::new(ConnContext::new(slot, peer, violation));
+    // The listener's settings with a header-read timer of this connection's own.
+    let mut builder = builder.clone();
+    builder.http1().timer(ConnectionTimer::default());
     let service = service_fn(move |request| {
         let ctx = Arc::clone(&ctx);
         async move { Ok::<_, Infallible>(handle(ctx, request).await) }
