@@ -18,6 +18,12 @@ mod cmd_status;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the request paths allocate many
+/// small short-lived buffers across threads, where glibc's malloc spent a
+/// tenth of a member's CPU (see ARCHITECTURE.md, Dependencies).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// nines: keeps services answering while machines fail.
 #[derive(Parser, Debug)]
 #[command(name = "nines", version, about)]
