@@ -19,6 +19,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
+pub mod signal;
 pub mod source;
 pub mod stream;
 pub mod timer;

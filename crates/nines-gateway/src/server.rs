@@ -28,6 +28,7 @@ use crate::framing::FramingTracker;
 use crate::hash::hash_ip;
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{handle, ConnContext, ListenerRuntime};
+use crate::signal::unless_signalled;
 use crate::stream::SendStream;
 use crate::timer::ConnectionTimer;
 use crate::worker::Workers;
@@ -220,10 +221,8 @@ async fn serve_http_connection(
     let drained = async move {
         let _ = drain.wait_for(|d| *d).await;
     };
-    let finished = tokio::select! {
-        result = connection.as_mut() => Some(result),
-        () = drained => None,
-    };
+    tokio::pin!(drained);
+    let finished = unless_signalled(connection.as_mut(), drained).await;
     let result = match finished {
         Some(result) => result,
         None => {
