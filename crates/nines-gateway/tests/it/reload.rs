@@ -283,3 +283,52 @@ async fn reloaded_limits_apply_to_new_connections() -> anyhow::Result<()> {
     gateway.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_keep_alive_connections_at_once() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = BackendProcess::spawn("a")?;
+    // A drain timeout far beyond the waits below: shutdown only ends in
+    // time if the idle connection itself noticed the drain and closed.
+    let text = config(
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &backend_list(&[&a]),
+        "round_robin",
+    )
+    .replace("[gateway]\n", "[gateway]\ndrain_timeout = \"60s\"\n");
+    let gateway = Gateway::start(
+        Config::parse(std::path::Path::new("gateway.toml"), &text)?,
+        None,
+        None,
+    )
+    .await?;
+    let web = gateway.listener_addr("web").await.expect("web");
+    let mut stream = TcpStream::connect(web).await?;
+    let mut answers = Vec::new();
+    // Two requests on the connection, so it has been through keep-alive.
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await?;
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await??;
+        answers.push(String::from_utf8_lossy(&answer[..n]).into_owned());
+    }
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 200")),
+        "{answers:?}"
+    );
+    assert_eq!(gateway.open_connections(), 1);
+    tokio::time::timeout(Duration::from_secs(10), gateway.shutdown())
+        .await
+        .map_err(|_| anyhow::anyhow!("shutdown waited on the idle connection"))?;
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await?;
+    assert!(
+        read.is_ok_and(|n| n == 0),
+        "the gateway closed the connection"
+    );
+    assert_eq!(gateway.open_connections(), 0);
+    Ok(())
+}
