@@ -23,6 +23,7 @@ use anyhow::{bail, ensure, Context};
 use clap::Args;
 use etcd_client::{Client, ConnectOptions};
 use futures::stream::{SelectAll, StreamExt};
+use futures::FutureExt;
 use nines_server::pb::etcdserverpb::watch_request::RequestUnion;
 use nines_server::pb::etcdserverpb::{WatchCreateRequest, WatchRequest};
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
@@ -291,34 +292,61 @@ struct OpenStream {
 }
 
 /// Follows every watcher of one connection in one task, checking that each
-/// one's revisions strictly increase across responses.
+/// one's revisions strictly increase across responses. Counts are kept
+/// locally and published to `tallies` whenever no response is waiting, so
+/// the two client threads do not contend on shared counters per response.
 async fn follow(streams: Vec<OpenStream>, tallies: Arc<Tallies>) {
     let mut last = vec![i64::MIN; tallies.events.len()];
     let mut all = SelectAll::new();
     let mut maps = Vec::new();
+    let mut mine = Vec::new();
     for (n, s) in streams.into_iter().enumerate() {
+        mine.extend(s.watchers.values().copied());
         maps.push(s.watchers);
         all.push(s.stream.map(move |r| (n, r)));
     }
-    while let Some((n, r)) = all.next().await {
-        let Ok(s) = r else {
-            for &i in maps[n].values() {
-                tallies.broken[i].store(1, Ordering::Relaxed);
+    let mut events = vec![0u64; tallies.events.len()];
+    let mut responses = 0u64;
+    let mut published_responses = 0u64;
+    while let Some(mut item) = all.next().await {
+        loop {
+            let (n, r) = item;
+            match r {
+                Err(_) => {
+                    for &i in maps[n].values() {
+                        tallies.broken[i].store(1, Ordering::Relaxed);
+                    }
+                }
+                // A response for none of our watchers (a progress
+                // notification) is skipped.
+                Ok(s) => {
+                    if let Some(&i) = maps[n].get(&s.watch_id) {
+                        if s.canceled
+                            || !s.in_order
+                            || (s.events > 0 && s.first_revision <= last[i])
+                        {
+                            tallies.broken[i].store(1, Ordering::Relaxed);
+                        }
+                        if s.events > 0 {
+                            responses += 1;
+                            last[i] = s.last_revision;
+                            events[i] += s.events;
+                        }
+                    }
+                }
             }
-            continue;
-        };
-        let Some(&i) = maps[n].get(&s.watch_id) else {
-            // A response for no watcher of ours (a progress notification).
-            continue;
-        };
-        if s.canceled || !s.in_order || (s.events > 0 && s.first_revision <= last[i]) {
-            tallies.broken[i].store(1, Ordering::Relaxed);
+            match all.next().now_or_never() {
+                Some(Some(next)) => item = next,
+                _ => break,
+            }
         }
-        if s.events > 0 {
-            tallies.responses.fetch_add(1, Ordering::Relaxed);
-            last[i] = s.last_revision;
-            tallies.events[i].fetch_add(s.events, Ordering::Relaxed);
+        for &i in &mine {
+            tallies.events[i].store(events[i], Ordering::Relaxed);
         }
+        tallies
+            .responses
+            .fetch_add(responses - published_responses, Ordering::Relaxed);
+        published_responses = responses;
     }
 }
 
