@@ -6,6 +6,7 @@
 //! accepts clients and calls [`handle`].
 
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,7 +256,15 @@ async fn route_and_forward<'r>(
     if is_upgrade(&request) {
         return (upgrade(ctx, cluster, request, metrics).await, Some(route));
     }
-    let forward = forward(ctx, cluster, request, runtime.body_bytes_max, metrics);
+    // Pinned where it is made: the forwarding future is large, and moving it
+    // into the timeout (or into the await) would copy all of it per request.
+    let forward = pin!(forward(
+        ctx,
+        cluster,
+        request,
+        runtime.body_bytes_max,
+        metrics
+    ));
     let response = match runtime.request_timeout {
         Some(limit) => tokio::time::timeout(limit, forward)
             .await
@@ -499,13 +508,10 @@ async fn forward(
         }
         let sent_at = Instant::now();
         let deadline = tokio::time::Instant::from_std(sent_at) + cluster.response_timeout;
-        let outcome = ctx
-            .response_timer
-            .limit(
-                deadline,
-                exchange(backend, cluster, &mut connection, &wire, body),
-            )
-            .await;
+        let outcome = {
+            let exchange = pin!(exchange(backend, cluster, &mut connection, &wire, body));
+            ctx.response_timer.limit(deadline, exchange).await
+        };
         let head = match outcome {
             None => {
                 record_failure(cluster, backend);

@@ -13,7 +13,7 @@
 //! the request head, `proxy` for the response.
 
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,9 +61,13 @@ impl SleepSlot {
 
     /// Runs `future` until it completes or `deadline` passes (`None`).
     /// Like `tokio::time::timeout_at`, but on the parked sleep.
-    pub async fn limit<F: Future>(&self, deadline: Instant, future: F) -> Option<F::Output> {
+    /// The future is taken pinned so that it is not moved (copied) again.
+    pub async fn limit<F: Future>(
+        &self,
+        deadline: Instant,
+        mut future: Pin<&mut F>,
+    ) -> Option<F::Output> {
         let mut sleep = self.take(deadline);
-        let mut future = pin!(future);
         let outcome = poll_fn(|cx| {
             if let Poll::Ready(output) = future.as_mut().poll(cx) {
                 return Poll::Ready(Some(output));
@@ -129,25 +133,26 @@ impl Drop for SlotSleep {
 mod tests {
     use super::*;
     use hyper::rt::Timer;
+    use std::pin::pin;
 
     const TICK: Duration = Duration::from_millis(40);
 
     #[tokio::test]
     async fn a_parked_sleep_is_rearmed_and_still_fires_at_its_new_deadline() {
         let slot = SleepSlot::default();
-        let quick = slot.limit(Instant::now() + TICK, async { 7 }).await;
+        let quick = slot.limit(Instant::now() + TICK, pin!(async { 7 })).await;
         assert_eq!(quick, Some(7));
         // The parked sleep guards a later deadline and fires there, not before.
         let start = Instant::now();
         let slow = slot
-            .limit(start + 2 * TICK, std::future::pending::<()>())
+            .limit(start + 2 * TICK, pin!(std::future::pending::<()>()))
             .await;
         assert_eq!(slow, None);
         assert!(Instant::now() >= start + 2 * TICK);
         // Fired, then re-armed: it waits again instead of firing at once, so
         // a future that ends before the deadline wins.
         let later = slot
-            .limit(Instant::now() + 4 * TICK, tokio::time::sleep(TICK))
+            .limit(Instant::now() + 4 * TICK, pin!(tokio::time::sleep(TICK)))
             .await;
         assert_eq!(later, Some(()));
     }
