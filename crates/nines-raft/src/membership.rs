@@ -250,10 +250,7 @@ impl RaftNode {
     /// The applied state as a snapshot file (see
     /// [`crate::state_machine::SmShared::export_snapshot`]), for download.
     pub async fn export_snapshot(&self) -> std::io::Result<Vec<u8>> {
-        let sm = self.core.sm.clone();
-        tokio::task::spawn_blocking(move || sm.export_snapshot())
-            .await
-            .map_err(std::io::Error::other)?
+        self.core.sm.clone().export_snapshot_gated().await
     }
 }
 

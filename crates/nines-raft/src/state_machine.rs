@@ -48,6 +48,13 @@ pub struct SmShared {
     pub applied_index: AtomicU64,
     /// Applied events, for watches.
     pub events: broadcast::Sender<AppliedEvents>,
+    /// Held for writing while a snapshot is encoded from the store, and for
+    /// reading by `apply` before it takes the store's write lock. A long
+    /// encoding (seconds for a large store) thus pauses applying by an
+    /// asynchronous wait; a write lock queued behind the encoder's read lock
+    /// would instead block the runtime thread, and with it the member's
+    /// heartbeats, votes and reads, until followers elect a new leader.
+    snapshot_gate: Arc<tokio::sync::RwLock<()>>,
     snap_dir: PathBuf,
     snapshot_seq: AtomicU64,
 }
@@ -117,6 +124,7 @@ impl StateMachine {
                 applied: RwLock::new(applied),
                 applied_index: AtomicU64::new(applied_index),
                 events,
+                snapshot_gate: Arc::new(tokio::sync::RwLock::new(())),
                 snap_dir,
                 snapshot_seq: AtomicU64::new(0),
             }),
@@ -245,7 +253,8 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
 impl SmShared {
     /// The applied state as a snapshot file for download: the format of
     /// `current.snap`, zero padding to a multiple of [`EXPORT_BLOCK_BYTES`],
-    /// then the SHA-256 of everything before it. Blocks on the store lock.
+    /// then the SHA-256 of everything before it. Blocks on the store lock;
+    /// a running member calls it through [`SmShared::export_snapshot_gated`].
     pub fn export_snapshot(&self) -> io::Result<Vec<u8>> {
         use sha2::Digest;
         let mut bytes = {
@@ -264,6 +273,19 @@ impl SmShared {
         // Invariant: what is exported reads back (checked twice, as style asks).
         debug_assert!(read_exported_snapshot(&bytes).is_ok());
         Ok(bytes)
+    }
+
+    /// [`SmShared::export_snapshot`] off the runtime, with applying paused by
+    /// the snapshot gate (not by a blocked write lock) while it encodes.
+    pub async fn export_snapshot_gated(self: Arc<Self>) -> io::Result<Vec<u8>> {
+        let gate = Arc::clone(&self.snapshot_gate).write_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let bytes = self.export_snapshot();
+            drop(gate);
+            bytes
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Writes a snapshot file atomically (temp, fsync, rename, fsync dir).
@@ -294,6 +316,8 @@ impl SmShared {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
+        // Applying waits (asynchronously) until the store is encoded.
+        let gate = Arc::clone(&shared.snapshot_gate).write_owned().await;
         // Serializing a large store takes a while: do it off the runtime.
         let res = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotMeta, Vec<u8>)> {
             let store = shared.store.read().expect("store lock poisoned");
@@ -308,8 +332,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     last.map(|l| l.index).unwrap_or(0)
                 ),
             };
-            let bytes = encode_snapshot(&meta, &store)?;
+            let bytes = encode_snapshot(&meta, &store);
             drop(store);
+            drop(gate);
+            let bytes = bytes?;
             shared.persist(&bytes)?;
             Ok((meta, bytes))
         })
@@ -338,6 +364,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut results = Vec::new();
+        let _gate = self.shared.snapshot_gate.read().await;
         let mut store = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
         for entry in entries {
@@ -416,6 +443,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 e,
             )
         })?;
+        let _gate = self.shared.snapshot_gate.read().await;
         let mut st = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
         *st = store;
@@ -445,5 +473,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use std::future::Future;
+    use std::task::{Context, Waker};
+
+    /// While a snapshot is being encoded, applying waits without blocking
+    /// the thread: the apply is pending, the store stays readable on the same
+    /// thread, and the apply completes once the encoding is done.
+    #[test]
+    fn applying_waits_for_a_snapshot_without_blocking_the_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachine::open(dir.path()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let encoding = Arc::clone(&sm.shared.snapshot_gate).write_owned().await;
+            let shared = Arc::clone(&sm.shared);
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                payload: EntryPayload::Blank,
+            };
+            let mut apply = Box::pin(sm.apply(vec![entry]));
+            let mut cx = Context::from_waker(Waker::noop());
+            assert!(apply.as_mut().poll(&mut cx).is_pending());
+            let revision = shared.store.read().expect("store readable").revision();
+            assert_eq!(shared.applied_index.load(Ordering::Acquire), 0);
+            drop(encoding);
+            apply.await.expect("applied");
+            assert_eq!(shared.applied_index.load(Ordering::Acquire), 1);
+            assert_eq!(
+                shared.store.read().expect("store readable").revision(),
+                revision
+            );
+        });
     }
 }
