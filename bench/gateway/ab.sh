@@ -22,31 +22,17 @@ WORK=$(mktemp -d /tmp/nines-gw-ab.XXXXXX)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() {
-  for _ in $(seq 1 250); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.02
-  done
-  echo "port $1 never opened" >&2; return 1
-}
+# shellcheck source=bench/gateway/configs.sh
+source bench/gateway/configs.sh
 BACKEND_PORTS=()
 BACKEND_PIDS=()
 for i in 0 1 2; do
-  BACKEND_PORTS[$i]=$(free_port); dir="$WORK/b$i"; mkdir -p "$dir"
-  cat >"$dir/nginx.conf" <<CONF
-daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log crit;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
-  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
-  server { listen 127.0.0.1:${BACKEND_PORTS[$i]}; location / { return 200 "ok\n"; } } }
-CONF
+  BACKEND_PORTS[$i]=$(free_port); dir="$WORK/b$i"
+  write_backend_conf "$dir" "${BACKEND_PORTS[$i]}"
   "$NGINX" -c "$dir/nginx.conf" -p "$dir" 2>/dev/null & PIDS+=("$!"); BACKEND_PIDS+=("$!")
   wait_port "${BACKEND_PORTS[$i]}"
 done
 PORT=$(free_port)
-# shellcheck source=bench/gateway/configs.sh
-source bench/gateway/configs.sh
 write_configs "$THREADS" "$PORT"
 CONF_DIR="$WORK/proxy$THREADS"
 HZ=$(getconf CLK_TCK)

@@ -1,9 +1,33 @@
 # shellcheck shell=bash
-# The proxies' configurations for the gateway benchmarks, sourced by run.sh
-# and cpu.sh so both measure the same setups: nines, HAProxy and nginx with
-# the same thread count, keep-alive upstreams, round robin over three
-# backends, health checks and retries. Needs WORK and BACKEND_PORTS (three
-# ports) set by the caller.
+# What the gateway benchmarks share, sourced by run.sh, cpu.sh and ab.sh so
+# all measure the same setups: free ports, waiting for a port, the nginx
+# backends' configuration, and the proxies' configurations (nines, HAProxy
+# and nginx with the same thread count, keep-alive upstreams, round robin
+# over three backends, health checks and retries). write_configs needs WORK
+# and BACKEND_PORTS (three ports) set by the caller.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+wait_port() { # wait_port PORT: until something accepts on it (5 s)
+  for _ in $(seq 1 250); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.02
+  done
+  echo "port $1 never opened" >&2; return 1
+}
+
+# write_backend_conf DIR PORT: DIR/nginx.conf for a single-process nginx
+# backend on PORT answering 200 "ok".
+write_backend_conf() {
+  local dir=$1 port=$2
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<CONF
+daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log crit;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
+  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
+  server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } } }
+CONF
+}
 
 # write_configs THREADS PORT: writes nines.toml, haproxy.cfg and nginx.conf
 # listening on PORT into $WORK/proxyTHREADS.

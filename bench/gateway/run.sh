@@ -41,28 +41,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { # wait_port PORT: until something accepts on it (5 s)
-  for _ in $(seq 1 250); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.02
-  done
-  echo "port $1 never opened" >&2; return 1
-}
+# shellcheck source=bench/gateway/configs.sh
+source bench/gateway/configs.sh
 
 # --- backends: three single-process nginx instances answering 200 "ok".
 BACKEND_PORTS=()
 BACKEND_PIDS=()
 start_backend() { # start_backend INDEX
   local i=$1 port=${BACKEND_PORTS[$1]} dir="$WORK/backend$1"
-  mkdir -p "$dir"
-  cat >"$dir/nginx.conf" <<EOF
-daemon off; master_process off; worker_processes 1; pid $dir/nginx.pid; error_log $dir/error.log crit;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
-  client_body_temp_path $dir; proxy_temp_path $dir; fastcgi_temp_path $dir; uwsgi_temp_path $dir; scgi_temp_path $dir;
-  server { listen 127.0.0.1:$port; location / { return 200 "ok\n"; } } }
-EOF
+  write_backend_conf "$dir" "$port"
   "$NGINX" -c "$dir/nginx.conf" -p "$dir" 2>/dev/null &
   BACKEND_PIDS[$i]=$!
   PIDS+=("$!")
@@ -77,8 +64,6 @@ stop_backends() {
 for i in 0 1 2; do BACKEND_PORTS[$i]=$(free_port); done
 
 # --- proxy configs, one per side and thread count.
-# shellcheck source=bench/gateway/configs.sh
-source bench/gateway/configs.sh
 
 PROXY_PID=""
 start_proxy() { # start_proxy SIDE THREADS PORT
