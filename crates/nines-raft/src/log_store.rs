@@ -979,6 +979,17 @@ mod tests {
         }
     }
 
+    /// Writes [`big_entry`] 1..=`count` as one group into a fresh log in
+    /// `dir`; returns the first segment and the byte extent of entry `index`.
+    fn big_records_with_extent(dir: &Path, count: u64, index: u64) -> (PathBuf, usize, usize) {
+        let seg = segment_path(&dir.join("wal"), 0);
+        let (mut wal, _) = open(dir).expect("open");
+        write_group(&mut wal, (1..=count).map(big_entry).collect());
+        let bytes = fs::read(&seg).expect("read");
+        let (start, end) = record_extent(&wal, index, &bytes);
+        (seg, start, end)
+    }
+
     fn write_group(wal: &mut Wal, entries: Vec<Entry>) {
         wal.append(&entries).expect("append");
         wal.current.sync_data().expect("sync");
@@ -1043,13 +1054,7 @@ mod tests {
     #[test]
     fn torn_record_in_zeroed_space_is_trimmed_and_the_log_goes_on() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let seg = segment_path(&dir.path().join("wal"), 0);
-        let (start, end) = {
-            let (mut wal, _) = open(dir.path()).expect("open");
-            write_group(&mut wal, (1..=3).map(big_entry).collect());
-            let bytes = fs::read(&seg).expect("read");
-            record_extent(&wal, 3, &bytes)
-        };
+        let (seg, start, end) = big_records_with_extent(dir.path(), 3, 3);
         // The write of entry 3 reached the disk except one sector inside it.
         let mut bytes = fs::read(&seg).expect("read");
         let sector = (start / SECTOR_BYTES + 2) * SECTOR_BYTES;
@@ -1076,13 +1081,7 @@ mod tests {
         // A kill stops a write at a page boundary: everything after it in
         // the group stays zero.
         let dir = tempfile::tempdir().expect("tempdir");
-        let seg = segment_path(&dir.path().join("wal"), 0);
-        let (start, end) = {
-            let (mut wal, _) = open(dir.path()).expect("open");
-            write_group(&mut wal, (1..=4).map(big_entry).collect());
-            let bytes = fs::read(&seg).expect("read");
-            record_extent(&wal, 3, &bytes)
-        };
+        let (seg, start, end) = big_records_with_extent(dir.path(), 4, 3);
         let mut bytes = fs::read(&seg).expect("read");
         let cut = (start / SECTOR_BYTES + 1) * SECTOR_BYTES;
         assert!(cut < end);
@@ -1103,13 +1102,7 @@ mod tests {
     #[test]
     fn a_flipped_byte_in_the_last_record_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let seg = segment_path(&dir.path().join("wal"), 0);
-        let (start, end) = {
-            let (mut wal, _) = open(dir.path()).expect("open");
-            write_group(&mut wal, (1..=3).map(big_entry).collect());
-            let bytes = fs::read(&seg).expect("read");
-            record_extent(&wal, 3, &bytes)
-        };
+        let (seg, start, end) = big_records_with_extent(dir.path(), 3, 3);
         let clean = fs::read(&seg).expect("read");
         // A byte of the payload, of the checksum, and of the length (grown
         // so that the record reaches into the zeros ahead).
