@@ -62,6 +62,9 @@ const SECTOR_BYTES: usize = 512;
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// How often the lazy (unsafe) mode writes its buffer.
 const LAZY_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest an idle writer thread sleeps before it writes a committed-index
+/// hint saved meanwhile (a busy one writes it with its next group).
+const HINT_IDLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why the log could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +107,26 @@ pub struct LogStore {
 struct Shared {
     mem: Mutex<MemLog>,
     tx: SyncSender<WalOp>,
+    /// The newest committed index not yet handed to the writer thread.
+    hint: Arc<PendingHint>,
+}
+
+/// A committed index waiting to be written as the hint file. Openraft saves
+/// one per commit; sending each to the writer thread would wake it once per
+/// commit for a page-cache write, so only the newest is kept and the thread
+/// takes it when it wakes for appends anyway, or after
+/// [`HINT_IDLE_INTERVAL`] when idle.
+#[derive(Default)]
+struct PendingHint(Mutex<Option<Option<LogId>>>);
+
+impl PendingHint {
+    fn set(&self, committed: Option<LogId>) {
+        *self.0.lock().expect("hint mutex poisoned") = Some(committed);
+    }
+
+    fn take(&self) -> Option<Option<LogId>> {
+        self.0.lock().expect("hint mutex poisoned").take()
+    }
 }
 
 struct MemLog {
@@ -118,7 +141,6 @@ enum WalOp {
     Truncate(u64),
     Purge(LogId),
     Vote(Vote, tokio::sync::oneshot::Sender<io::Result<()>>),
-    Committed(Option<LogId>),
 }
 
 impl LogStore {
@@ -147,9 +169,11 @@ impl LogStore {
             _ => None,
         };
         let (tx, rx) = mpsc::sync_channel(QUEUE_OPS_MAX);
+        let hint = Arc::new(PendingHint::default());
+        let wal_hint = Arc::clone(&hint);
         std::thread::Builder::new()
             .name("nines-wal".into())
-            .spawn(move || wal.run(rx))
+            .spawn(move || wal.run(rx, &wal_hint))
             .map_err(|source| LogOpenError::Io {
                 path: wal_dir.clone(),
                 source,
@@ -163,6 +187,7 @@ impl LogStore {
                     committed,
                 }),
                 tx,
+                hint,
             }),
         })
     }
@@ -249,7 +274,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.mem().committed = committed;
-        self.send(WalOp::Committed(committed))
+        self.shared.hint.set(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -495,34 +521,40 @@ impl Wal {
         ))
     }
 
-    fn run(mut self, rx: mpsc::Receiver<WalOp>) {
+    fn run(mut self, rx: mpsc::Receiver<WalOp>, hint: &PendingHint) {
         loop {
-            let first = if self.lazy_buf.is_empty() {
-                match rx.recv() {
-                    Ok(op) => op,
-                    Err(_) => return,
-                }
-            } else {
-                match rx.recv_timeout(LAZY_FLUSH_INTERVAL) {
-                    Ok(op) => op,
-                    Err(RecvTimeoutError::Timeout) => {
-                        self.flush_lazy();
-                        continue;
+            match rx.recv_timeout(HINT_IDLE_INTERVAL) {
+                Ok(first) => {
+                    self.handle(first);
+                    for _ in 1..GROUP_OPS_MAX {
+                        match rx.try_recv() {
+                            Ok(op) => self.handle(op),
+                            Err(_) => break,
+                        }
                     }
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    self.sync_pending();
                 }
-            };
-            self.handle(first);
-            for _ in 1..GROUP_OPS_MAX {
-                match rx.try_recv() {
-                    Ok(op) => self.handle(op),
-                    Err(_) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.write_pending_hint(hint);
+                    return;
                 }
             }
-            self.sync_pending();
+            self.write_pending_hint(hint);
             if !self.lazy_buf.is_empty() && self.lazy_since.elapsed() >= LAZY_FLUSH_INTERVAL {
                 self.flush_lazy();
             }
+        }
+    }
+
+    /// Writes the newest committed index saved since the last call, if any.
+    /// A hint only: no fsync, and a failure here is harmless.
+    fn write_pending_hint(&mut self, hint: &PendingHint) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(committed) = hint.take() {
+            let _ = self.write_hint(&committed);
         }
     }
 
@@ -567,11 +599,6 @@ impl Wal {
                     self.fail(msg);
                 }
                 return;
-            }
-            WalOp::Committed(c) => {
-                // A hint only: no fsync, and a failure here is harmless.
-                let _ = self.write_hint(&c);
-                Ok(())
             }
         };
         if let Err(e) = res {

@@ -61,7 +61,10 @@ pub struct ServerArgs {
     /// plus the leader lease (twice the base) starts an election.
     #[arg(long)]
     pub election_timeout: Option<u64>,
-    /// Log entries between snapshots (default 10000).
+    /// Log entries between snapshots (default 100000, as etcd). A snapshot
+    /// encodes the whole store and pauses applying meanwhile, so a lower
+    /// count costs writes more often; a higher one keeps more log in memory
+    /// and replays more of it on restart.
     #[arg(long)]
     pub snapshot_count: Option<u64>,
     /// Space quota of the store in bytes; past it the NOSPACE alarm is
@@ -113,6 +116,9 @@ pub struct ServerArgs {
 
 /// etcd's default space quota: 2 GiB.
 const QUOTA_BYTES_DEFAULT: u64 = 2 << 30;
+/// Log entries between snapshots unless `--snapshot-count` says otherwise:
+/// etcd's default.
+const SNAPSHOT_COUNT_DEFAULT: u64 = 100_000;
 
 macro_rules! fill {
     ($dst:ident, $src:ident, $($f:ident),*) => { $( if $dst.$f.is_none() { $dst.$f = $src.$f; } )* };
@@ -241,7 +247,7 @@ impl ServerArgs {
                     election_min_ms,
                     election_max_ms: election_min_ms * 2,
                 },
-                snapshot_entries: a.snapshot_count.unwrap_or(10_000).max(1),
+                snapshot_entries: a.snapshot_count.unwrap_or(SNAPSHOT_COUNT_DEFAULT).max(1),
                 request_timeout: Duration::from_millis(a.request_timeout.unwrap_or(5000).max(100)),
                 unsafe_stale_reads: a.unsafe_stale_reads,
                 unsafe_lazy_fsync: a.unsafe_lazy_fsync,
