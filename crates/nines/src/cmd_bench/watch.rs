@@ -8,18 +8,22 @@
 //! whether every watcher received every acknowledged write, in order. With
 //! `--watchers 0` it gives the baseline.
 //!
-//! The watchers speak the Watch method directly (tonic, with a decoder that
-//! reads only the fields the check needs: each event's `mod_revision`, and
-//! whether the watch was canceled) and each connection's watchers share one
-//! task, so the client's own cost per event stays small next to the
-//! servers'. The same client runs against etcd, so both sides gain alike.
+//! The watchers speak the Watch method over HTTP/2 directly (the `h2`
+//! crate): each DATA frame is split into gRPC messages where it lies, and a
+//! message is read only for the fields the check needs (each event's
+//! `mod_revision`, and whether the watch was canceled); each connection's
+//! watchers share one task. So the client's own cost per event stays small
+//! next to the servers' (it shares their cores). The same client runs
+//! against etcd, so both sides gain alike.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use clap::Args;
 use etcd_client::{Client, ConnectOptions};
 use futures::stream::{SelectAll, StreamExt};
@@ -29,9 +33,6 @@ use nines_server::pb::etcdserverpb::{WatchCreateRequest, WatchRequest};
 use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, WireType};
 use prost::Message;
 use serde::Serialize;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::{Channel, Endpoint};
-use tonic::Status;
 
 /// Most watchers one run may open.
 const WATCHERS_MAX: usize = 100_000;
@@ -178,53 +179,111 @@ fn event_mod_revision(mut event: &[u8]) -> anyhow::Result<i64> {
     rev.context("event without kv.mod_revision")
 }
 
-/// Encodes `WatchRequest`s with prost, decodes responses to [`Summary`].
-struct SummaryCodec;
+/// Length of a gRPC message's prefix: a compression flag and a big-endian
+/// length.
+const GRPC_PREFIX_BYTES: usize = 5;
+/// Largest watch response the client accepts (etcd's default request limit
+/// is far below).
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
+/// HTTP/2 receive windows of a watch stream and of a connection (what
+/// hyper's client, and so tonic's, asks for).
+const STREAM_WINDOW_BYTES: u32 = 2 << 20;
+const CONN_WINDOW_BYTES: u32 = 5 << 20;
 
-impl Codec for SummaryCodec {
-    type Encode = WatchRequest;
-    type Decode = Summary;
-    type Encoder = SummaryCodec;
-    type Decoder = SummaryCodec;
+/// Cuts the gRPC messages of one response stream out of its DATA frames.
+/// A frame that holds whole messages is read where it lies; only a message
+/// split across frames is copied, into `partial`.
+#[derive(Default)]
+struct GrpcSplitter {
+    partial: BytesMut,
+}
 
-    fn encoder(&mut self) -> SummaryCodec {
-        SummaryCodec
-    }
-
-    fn decoder(&mut self) -> SummaryCodec {
-        SummaryCodec
+impl GrpcSplitter {
+    /// Feeds `chunk` (the stream's next DATA frame) to `each` message by
+    /// message; returns the first error `each` gives or a framing error.
+    fn split(
+        &mut self,
+        mut chunk: Bytes,
+        mut each: impl FnMut(&[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        if !self.partial.is_empty() {
+            // Complete the split message first (and at most one more
+            // prefix), then go on in the new frame.
+            let need = message_len(&self.partial)?
+                .map_or(GRPC_PREFIX_BYTES, |len| GRPC_PREFIX_BYTES + len);
+            let take = (need - self.partial.len()).min(chunk.len());
+            self.partial.extend_from_slice(&chunk[..take]);
+            chunk.advance(take);
+            match message_len(&self.partial)? {
+                Some(len) if self.partial.len() == GRPC_PREFIX_BYTES + len => {
+                    each(&self.partial[GRPC_PREFIX_BYTES..])?;
+                    self.partial.clear();
+                }
+                // The prefix is whole now: take the rest of the message.
+                Some(_) if !chunk.is_empty() => return self.split(chunk, each),
+                _ => return Ok(()),
+            }
+        }
+        let mut at: &[u8] = &chunk;
+        while let Some(len) = message_len(at)? {
+            if at.len() < GRPC_PREFIX_BYTES + len {
+                break;
+            }
+            each(&at[GRPC_PREFIX_BYTES..GRPC_PREFIX_BYTES + len])?;
+            at = &at[GRPC_PREFIX_BYTES + len..];
+        }
+        self.partial.extend_from_slice(at);
+        Ok(())
     }
 }
 
-impl Encoder for SummaryCodec {
-    type Item = WatchRequest;
-    type Error = Status;
-
-    fn encode(&mut self, item: WatchRequest, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst)
-            .map_err(|e| Status::internal(format!("encoding a watch request: {e}")))
+/// The length of the gRPC message `buf` starts with, once its prefix is
+/// there.
+fn message_len(buf: &[u8]) -> anyhow::Result<Option<usize>> {
+    if buf.len() < GRPC_PREFIX_BYTES {
+        return Ok(None);
     }
+    ensure!(
+        buf[0] == 0,
+        "a compressed watch response (none was asked for)"
+    );
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    ensure!(len <= RESPONSE_BYTES_MAX, "a watch response of {len} bytes");
+    Ok(Some(len))
 }
 
-impl Decoder for SummaryCodec {
-    type Item = Summary;
-    type Error = Status;
+/// `message` as one gRPC message: prefix, then the bytes.
+fn grpc_frame(message: &impl Message, out: &mut BytesMut) {
+    out.put_u8(0);
+    out.put_u32(message.encoded_len() as u32);
+    message.encode_raw(out);
+}
 
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Summary>, Status> {
-        use prost::bytes::Buf;
-        let len = src.remaining();
-        // A message in one piece (the usual case) is read where it lies.
-        let summary = if src.chunk().len() >= len {
-            let s = summarize(&src.chunk()[..len]);
-            src.advance(len);
-            s
-        } else {
-            summarize(&src.copy_to_bytes(len))
-        };
-        summary
-            .map(Some)
-            .map_err(|e| Status::internal(format!("decoding a watch response: {e:#}")))
-    }
+/// An HTTP/2 connection to `endpoint` (its task drives the connection).
+async fn h2_connect(endpoint: &str) -> anyhow::Result<(h2::client::SendRequest<Bytes>, String)> {
+    let authority = endpoint
+        .strip_prefix("http://")
+        .unwrap_or(endpoint)
+        .trim_end_matches('/')
+        .to_string();
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&authority),
+    )
+    .await
+    .with_context(|| format!("connecting to {authority}: timed out"))?
+    .with_context(|| format!("connecting to {authority}"))?;
+    tcp.set_nodelay(true)?;
+    let (send, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONN_WINDOW_BYTES)
+        .handshake::<_, Bytes>(tcp)
+        .await
+        .with_context(|| format!("HTTP/2 handshake with {authority}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((send, authority))
 }
 
 /// The end of etcd's prefix range for `prefix`.
@@ -239,18 +298,49 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// One watch stream: its request side (kept open, as a client's is) and its
+/// responses.
+struct WatchStream {
+    _requests: h2::SendStream<Bytes>,
+    responses: h2::RecvStream,
+    splitter: GrpcSplitter,
+}
+
+impl WatchStream {
+    /// The next DATA frame of the responses (its flow-control credit given
+    /// back at once: the caller reads it before asking for another).
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, h2::Error>> {
+        let chunk = self.responses.data().await;
+        if let Some(Ok(chunk)) = &chunk {
+            let _ = self.responses.flow_control().release_capacity(chunk.len());
+        }
+        chunk
+    }
+}
+
 /// Opens one watch stream with `count` watchers on `prefix` from
 /// `start_revision` and waits for the server to confirm each; returns the
-/// stream and its watch ids in the order they were created. The request side
-/// stays open, as a client's does.
+/// stream and its watch ids in the order they were created.
 async fn open_stream(
-    channel: Channel,
+    conn: &(h2::client::SendRequest<Bytes>, String),
     prefix: &str,
     start_revision: i64,
     count: usize,
-) -> anyhow::Result<(tonic::Streaming<Summary>, Vec<i64>)> {
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.context("watch connection not ready")?;
+) -> anyhow::Result<(WatchStream, Vec<i64>)> {
+    let (send, authority) = conn;
+    let mut send = send
+        .clone()
+        .ready()
+        .await
+        .context("watch connection not ready")?;
+    let request = http::Request::post(format!("http://{authority}/etcdserverpb.Watch/Watch"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .context("building the watch request")?;
+    let (response, mut requests) = send
+        .send_request(request, false)
+        .context("opening a watch stream")?;
     let create = WatchRequest {
         request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
             key: prefix.as_bytes().to_vec(),
@@ -259,21 +349,44 @@ async fn open_stream(
             ..Default::default()
         })),
     };
-    let outbound = futures::stream::iter(vec![create; count]).chain(futures::stream::pending());
-    let path = http::uri::PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
-    let mut stream = grpc
-        .streaming(tonic::Request::new(outbound), path, SummaryCodec)
-        .await
-        .context("opening a watch stream")?
-        .into_inner();
+    let mut creates = BytesMut::new();
+    for _ in 0..count {
+        grpc_frame(&create, &mut creates);
+    }
+    requests
+        .send_data(creates.freeze(), false)
+        .context("sending the watch requests")?;
+    let response = response.await.context("waiting for the watch stream")?;
+    ensure!(
+        response.status() == http::StatusCode::OK,
+        "the watch stream was answered with HTTP {}",
+        response.status()
+    );
+    if let Some(status) = response.headers().get("grpc-status") {
+        bail!(
+            "the watch stream was refused: grpc-status {status:?} {:?}",
+            response.headers().get("grpc-message")
+        );
+    }
+    let mut stream = WatchStream {
+        _requests: requests,
+        responses: response.into_body(),
+        splitter: GrpcSplitter::default(),
+    };
     let mut ids = Vec::with_capacity(count);
     while ids.len() < count {
-        match stream.message().await.context("waiting for the watch")? {
-            Some(r) if r.created && !r.canceled => ids.push(r.watch_id),
-            Some(r) if r.created => bail!("the watch was refused"),
-            Some(_) => bail!("an event arrived before every watch was created"),
+        let chunk = match stream.next_chunk().await {
+            Some(chunk) => chunk.context("waiting for the watch")?,
             None => bail!("the watch stream ended at once"),
-        }
+        };
+        stream.splitter.split(chunk, |message| {
+            match summarize(message)? {
+                r if r.created && !r.canceled => ids.push(r.watch_id),
+                r if r.created => bail!("the watch was refused"),
+                _ => bail!("an event arrived before every watch was created"),
+            }
+            Ok(())
+        })?;
     }
     Ok((stream, ids))
 }
@@ -287,8 +400,30 @@ struct Tallies {
 
 /// One watch stream and the watcher index of each of its watch ids.
 struct OpenStream {
-    stream: tonic::Streaming<Summary>,
+    stream: WatchStream,
     watchers: HashMap<i64, usize>,
+}
+
+/// The summaries of the messages in each DATA frame of `stream`, frame by
+/// frame; an error (a reset, a malformed message) ends it.
+fn summaries(
+    stream: WatchStream,
+) -> Pin<Box<dyn futures::Stream<Item = anyhow::Result<Vec<Summary>>> + Send>> {
+    Box::pin(futures::stream::unfold(Some(stream), |state| async move {
+        let mut stream = state?;
+        let chunk = match stream.next_chunk().await? {
+            Ok(chunk) => chunk,
+            Err(e) => return Some((Err(anyhow::Error::from(e)), None)),
+        };
+        let mut out = Vec::new();
+        match stream.splitter.split(chunk, |message| {
+            out.push(summarize(message)?);
+            Ok(())
+        }) {
+            Ok(()) => Some((Ok(out), Some(stream))),
+            Err(e) => Some((Err(e), None)),
+        }
+    }))
 }
 
 /// Follows every watcher of one connection in one task, checking that each
@@ -303,7 +438,7 @@ async fn follow(streams: Vec<OpenStream>, tallies: Arc<Tallies>) {
     for (n, s) in streams.into_iter().enumerate() {
         mine.extend(s.watchers.values().copied());
         maps.push(s.watchers);
-        all.push(s.stream.map(move |r| (n, r)));
+        all.push(summaries(s.stream).map(move |r| (n, r)));
     }
     let mut events = vec![0u64; tallies.events.len()];
     let mut responses = 0u64;
@@ -319,8 +454,11 @@ async fn follow(streams: Vec<OpenStream>, tallies: Arc<Tallies>) {
                 }
                 // A response for none of our watchers (a progress
                 // notification) is skipped.
-                Ok(s) => {
-                    if let Some(&i) = maps[n].get(&s.watch_id) {
+                Ok(list) => {
+                    for s in list {
+                        let Some(&i) = maps[n].get(&s.watch_id) else {
+                            continue;
+                        };
                         if s.canceled
                             || !s.in_order
                             || (s.events > 0 && s.first_revision <= last[i])
@@ -365,23 +503,14 @@ async fn open_watchers(
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut channels = Vec::new();
     for c in 0..conns {
-        let ep = url(&endpoints[c % endpoints.len()]);
-        let channel = Endpoint::from_shared(ep.clone())
-            .with_context(|| format!("endpoint {ep}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {ep}"))?;
-        channels.push(channel);
+        channels.push(h2_connect(&endpoints[c % endpoints.len()]).await?);
     }
     let mut per_conn: Vec<Vec<OpenStream>> = (0..conns).map(|_| Vec::new()).collect();
     let mut first = 0;
     for n in 0..watchers.div_ceil(per_stream) {
         let count = per_stream.min(watchers - first);
         let c = n % conns;
-        let (stream, ids) =
-            open_stream(channels[c].clone(), &prefix, start_revision, count).await?;
+        let (stream, ids) = open_stream(&channels[c], &prefix, start_revision, count).await?;
         let watchers = ids.into_iter().zip(first..first + count).collect();
         per_conn[c].push(OpenStream { stream, watchers });
         first += count;
@@ -568,6 +697,56 @@ mod tests {
         let s = summarize(&resp.encode_to_vec()).expect("decodes");
         assert!(!s.in_order && s.canceled);
         assert!(summarize(&resp.encode_to_vec()[..20]).is_err());
+    }
+
+    #[test]
+    fn messages_split_anywhere_across_frames_are_put_back_together() {
+        let responses: Vec<WatchResponse> = (1..=4)
+            .map(|n| WatchResponse {
+                watch_id: n,
+                events: (0..n).map(|k| event(10 * n + k)).collect(),
+                ..Default::default()
+            })
+            .collect();
+        let mut wire = BytesMut::new();
+        for r in &responses {
+            grpc_frame(r, &mut wire);
+        }
+        let wire = wire.freeze();
+        // Every pair of cut points, so prefixes and bodies split anywhere.
+        for a in 0..=wire.len() {
+            for b in (a..=wire.len()).step_by(7) {
+                let mut splitter = GrpcSplitter::default();
+                let mut got = Vec::new();
+                for piece in [wire.slice(..a), wire.slice(a..b), wire.slice(b..)] {
+                    splitter
+                        .split(piece, |m| {
+                            let s = summarize(m)?;
+                            got.push((s.watch_id, s.events, s.last_revision));
+                            Ok(())
+                        })
+                        .expect("splits");
+                }
+                let want: Vec<_> = responses
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.watch_id,
+                            r.events.len() as u64,
+                            10 * r.watch_id + r.watch_id - 1,
+                        )
+                    })
+                    .collect();
+                assert_eq!(got, want, "cut at {a} and {b}");
+                assert!(splitter.partial.is_empty());
+            }
+        }
+        let mut compressed = BytesMut::from(&wire[..]);
+        compressed[0] = 1;
+        let err = GrpcSplitter::default()
+            .split(compressed.freeze(), |_| Ok(()))
+            .expect_err("refused");
+        assert!(err.to_string().contains("compressed"), "{err}");
     }
 
     #[test]
