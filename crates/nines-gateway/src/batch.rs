@@ -1,17 +1,18 @@
-//! Reply batching: the responses a worker writes to its clients during one
-//! poll round of its runtime leave together at the end of the round. A
-//! connection's task does not send its reply itself: [`BatchedStream`]
-//! copies the bytes into the connection's outbox and puts the connection on
-//! its worker's flush list; the worker's flusher task, woken when that list
-//! becomes non-empty, runs after the round's other ready tasks and sends all
-//! queued replies back to back. Replies then reach the clients in a burst
-//! rather than one per task spread over the round, so a client that waits on
-//! many connections is woken once for several of them, and the round's reads
-//! come before its sends, as in an event loop that reads all ready sockets
-//! first. The flusher only ever tries a non-blocking send: when one would
-//! block (or fails), the bytes and the error go back to the connection's own
-//! task, which waits for the socket to become writable like any writer. It
-//! owns no policy: framing and timeouts are the callers'.
+//! Send batching: what a worker sends during one poll round of its runtime
+//! (replies to clients, bodiless requests to backends) leaves together at the
+//! end of the round. A connection's task does not send such bytes itself:
+//! [`BatchedStream`] copies them into the connection's outbox and puts the
+//! connection on its worker's flush list; the worker's flusher task, woken
+//! when that list becomes non-empty, runs after the round's other ready tasks
+//! and sends all queued outboxes back to back. The round's reads then come
+//! before its sends, as in an event loop that reads all ready sockets first,
+//! and replies reach a client (requests a backend) in a burst rather than one
+//! per task spread over the round, so a peer that waits on many connections
+//! is woken once for several of them. The flusher only ever tries a
+//! non-blocking send: when one would block (or fails), the bytes and the
+//! error go back to the connection's own task, which waits for the socket to
+//! become writable like any writer. It owns no policy: framing and timeouts
+//! are the callers'.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -38,8 +39,8 @@ pub const OUTBOX_KEPT_BYTES_MAX: usize = 4 * 1024;
 /// list empty.
 pub const FLUSH_PASSES_MAX: usize = 4;
 
-/// A client socket whose small writes are sent by the worker's flusher at
-/// the end of the poll round.
+/// A socket whose small writes are sent by the worker's flusher at the end
+/// of the poll round.
 #[derive(Debug)]
 pub struct BatchedStream {
     read: OwnedReadHalf,
@@ -57,6 +58,42 @@ impl BatchedStream {
                 outbox: Mutex::new(Outbox::default()),
             }),
         }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        self.read.as_ref()
+    }
+
+    /// Whether written bytes have not been sent yet.
+    pub fn has_unsent(&self) -> bool {
+        let outbox = self.shared.lock();
+        !outbox.bytes.is_empty() || outbox.error.is_some()
+    }
+
+    /// Sends all of `bytes` now, from this task, after anything still
+    /// waiting: for writes whose failure the caller must see at once.
+    pub async fn send_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let shared = &self.shared;
+        poll_fn(|cx| shared.poll_drain(&mut shared.lock(), cx)).await?;
+        // Bounded: every pass sends at least one byte or returns.
+        while !bytes.is_empty() {
+            match poll_fn(|cx| shared.poll_send(cx, bytes)).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                sent => bytes = &bytes[sent..],
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends bytes the flusher handed back, if any. `Ready(Err)`: a send
+    /// failed; `Pending`: the socket is full (this task is woken when it drains).
+    pub fn poll_handed_back(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut outbox = self.shared.lock();
+        if outbox.queued || (outbox.bytes.is_empty() && outbox.error.is_none()) {
+            return Poll::Ready(Ok(()));
+        }
+        self.shared.poll_drain(&mut outbox, cx)
     }
 }
 
