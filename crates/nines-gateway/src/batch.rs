@@ -11,8 +11,10 @@
 //! is woken once for several of them. The flusher only ever tries a
 //! non-blocking send: when one would block (or fails), the bytes and the
 //! error go back to the connection's own task, which waits for the socket to
-//! become writable like any writer. It owns no policy: framing and timeouts
-//! are the callers'.
+//! become writable like any writer. After each flush the worker yields its
+//! CPU (`sched_yield`), so the peers its sends woke run at the round's
+//! boundary rather than preempting it mid-round. It owns no policy: framing
+//! and timeouts are the callers'.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -370,6 +372,13 @@ async fn flush(list: Arc<FlushList>) {
             for shared in batch.drain(..) {
                 shared.flush_queued();
             }
+            // The round's sends have woken the peers that read them (clients,
+            // backends), often onto this worker's CPU. Giving the CPU up here,
+            // with nothing of the round left half done, lets them run now
+            // instead of preempting the worker in the middle of its next
+            // round, where every connection it holds would wait with it.
+            // With no other task runnable on the CPU this returns at once.
+            std::thread::yield_now();
         }
         cx.waker().wake_by_ref();
         Poll::<()>::Pending
