@@ -7,6 +7,7 @@
 pub mod access_log;
 pub mod backend;
 pub mod balance;
+pub mod batch;
 pub mod body;
 pub mod cluster;
 pub mod config;

@@ -581,7 +581,10 @@ async fn forward(
 /// Sends `wire` (and a streamed body) on `connection` and reads the response
 /// head. When a pooled connection turns out closed as the request is
 /// written, sends again on a fresh connection to the same backend (nothing
-/// reached the backend, so this is not a retry).
+/// reached the backend, so this is not a retry). A request without a
+/// streamed body is queued to leave with the worker's other sends at the
+/// end of the poll round (`batch`); its send error shows as the response is
+/// awaited.
 async fn exchange(
     backend: &Backend,
     cluster: &Cluster,
@@ -589,6 +592,21 @@ async fn exchange(
     wire: &WireRequest,
     body: Option<Limited<Incoming>>,
 ) -> Result<ResponseHead, UpstreamError> {
+    if body.is_none() {
+        connection.queue(&wire.bytes).await?;
+        return match connection.read_head(&wire.method).await {
+            Err(UpstreamError::Send(_)) if connection.is_reused() => {
+                *connection = open(backend, cluster.connect_timeout)
+                    .await
+                    .ok_or(UpstreamError::Closed)?;
+                connection.write_all(&wire.bytes).await?;
+                connection.read_head(&wire.method).await
+            }
+            read => read,
+        };
+    }
+    // A streamed body's frames are gone once sent: the head is sent at once,
+    // so a stale connection shows before any of the body is taken.
     if let Err(error) = connection.write_all(&wire.bytes).await {
         if !connection.is_reused() {
             return Err(error.into());

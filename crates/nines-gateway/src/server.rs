@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::backend::now_ms;
 use crate::balance::{PickContext, ATTEMPTS_MAX};
+use crate::batch::BatchedStream;
 use crate::body::Lease;
 use crate::cluster::Cluster;
 use crate::framing::FramingTracker;
@@ -29,7 +30,6 @@ use crate::hash::hash_ip;
 use crate::metrics::ListenerMetrics;
 use crate::proxy::{handle, ConnContext, ListenerRuntime};
 use crate::signal::unless_signalled;
-use crate::stream::SendStream;
 use crate::timer::ConnectionTimer;
 use crate::worker::Workers;
 
@@ -204,7 +204,7 @@ async fn serve_http_connection(
 ) {
     let violation = Arc::new(AtomicBool::new(false));
     let io = TokioIo::new(FramingIo {
-        inner: SendStream::new(stream),
+        inner: BatchedStream::new(stream),
         tracker: FramingTracker::default(),
         violation: Arc::clone(&violation),
     });
@@ -243,9 +243,10 @@ async fn serve_http_connection(
     }
 }
 
-/// The client socket, with request framing watched on every read.
+/// The client socket, with request framing watched on every read and
+/// replies sent at the end of the worker's poll round (`batch`).
 struct FramingIo {
-    inner: SendStream,
+    inner: BatchedStream,
     tracker: FramingTracker,
     violation: Arc<AtomicBool>,
 }

@@ -1,9 +1,10 @@
 //! Pooled upstream HTTP/1.1 connections, driven by the task of the client
 //! connection whose request they carry. There is no task per upstream
-//! connection and no channel: the client's task writes the request (its head
-//! serialized once, so a retry re-sends the same bytes), reads the response
-//! head, and the response body is read from the socket as the client's
-//! connection asks for it (`body::ProxyBody`). An idle connection sits in
+//! connection and no channel: the client's task writes the request (its
+//! head serialized once, so a retry re-sends the same bytes; without a
+//! streamed body it is queued for the worker's end-of-round sends, `batch`),
+//! reads the response head, and the response body is read from the socket as
+//! the client's connection asks for it (`body::ProxyBody`). An idle connection sits in
 //! its backend's per-worker pool; nothing polls it there, so before reuse
 //! [`Connection::is_idle_usable`] checks that the backend has not closed it
 //! or sent stray bytes. Upgrades (WebSocket) do not come here: they take a
@@ -24,8 +25,8 @@ use socket2::SockRef;
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use crate::batch::BatchedStream;
 use crate::head::Forwarding;
-use crate::stream::SendStream;
 
 /// Size of a connection's read buffer; a response head must fit in it.
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
@@ -41,6 +42,9 @@ pub enum UpstreamError {
     /// Reading from or writing to the backend failed.
     #[error("upstream i/o: {0}")]
     Io(#[from] io::Error),
+    /// Sending a queued request failed (`Connection::queue`).
+    #[error("sending the request to the backend failed: {0}")]
+    Send(io::Error),
     /// The backend closed the connection before the response was complete.
     #[error("the backend closed the connection mid-response")]
     Closed,
@@ -161,7 +165,7 @@ fn is_response_hop_by_hop(name: &HeaderName) -> bool {
 /// One keep-alive HTTP/1.1 connection to a backend.
 #[derive(Debug)]
 pub struct Connection {
-    stream: SendStream,
+    stream: BatchedStream,
     buffer: Box<[u8]>,
     start: usize,
     end: usize,
@@ -174,7 +178,7 @@ impl Connection {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         Ok(Connection {
-            stream: SendStream::new(stream),
+            stream: BatchedStream::new(stream),
             buffer: vec![0; READ_BUFFER_BYTES].into_boxed_slice(),
             start: 0,
             end: 0,
@@ -207,18 +211,26 @@ impl Connection {
     }
 
     /// Ends an exchange whose response body was read to its end: the
-    /// connection, if it may carry another request (`keep_alive` and no
-    /// bytes beyond the response).
+    /// connection, if it may carry another request (`keep_alive`, no bytes
+    /// beyond the response and none of the request left unsent).
     pub fn release(mut self, keep_alive: bool) -> Option<Connection> {
-        if !keep_alive || self.start != self.end {
+        if !keep_alive || self.start != self.end || self.stream.has_unsent() {
             return None;
         }
         self.served += 1;
         Some(self)
     }
 
-    /// Writes all of `bytes`.
+    /// Writes all of `bytes` now; an error shows here.
     pub async fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.send_all(bytes).await
+    }
+
+    /// Queues `bytes` (a whole request) to be sent at the end of the
+    /// worker's poll round with the other queued writes (`batch`); larger
+    /// requests go at once. A failed send shows as `UpstreamError::Send`
+    /// when the response is read.
+    pub async fn queue(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes).await
     }
 
@@ -368,17 +380,21 @@ impl Connection {
     }
 
     /// Reads more bytes into the buffer. `Ok(0)`: the backend closed.
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// A queued request that could not be sent fails it with `Send`.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, UpstreamError>> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         } else if self.end == self.buffer.len() {
             if self.start == 0 {
-                return Poll::Ready(Err(io::Error::other("response head too large")));
+                return Poll::Ready(Err(io::Error::other("response head too large").into()));
             }
             self.buffer.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if let Poll::Ready(Err(error)) = self.stream.poll_handed_back(cx) {
+            return Poll::Ready(Err(UpstreamError::Send(error)));
         }
         let stream = self.stream.get_ref();
         let target = &mut self.buffer[self.end..];
@@ -408,7 +424,7 @@ impl Connection {
                     return Poll::Ready(Ok(read));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
+                Err(e) => return Poll::Ready(Err(e.into())),
             }
         }
     }
