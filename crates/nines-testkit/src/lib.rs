@@ -92,6 +92,31 @@ impl Cluster {
             .join(format!("{}.log", self.members[i].name))
     }
 
+    /// The last lines of every member's log, for an error that gives up
+    /// waiting on the cluster: what the members said is what explains it.
+    pub fn log_tails(&self) -> String {
+        const LINES: usize = 12;
+        let mut out = String::new();
+        for i in 0..self.members.len() {
+            let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let running = if self.is_running(i) {
+                "running"
+            } else {
+                "not running"
+            };
+            out.push_str(&format!(
+                "\n--- {} ({running}), last lines of its log:",
+                self.members[i].name
+            ));
+            for line in &lines[lines.len().saturating_sub(LINES)..] {
+                out.push_str("\n  ");
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
     /// The command line member `i` starts with.
     pub fn command(&self, i: usize) -> Command {
         let m = &self.members[i];
@@ -266,7 +291,7 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("no leader within {timeout:?}");
+                bail!("no leader within {timeout:?}{}", self.log_tails());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -282,8 +307,9 @@ impl Cluster {
             while http_get(&self.members[i].http, "/ready").await.map(|r| r.0) != Some(200) {
                 if Instant::now() > deadline {
                     bail!(
-                        "member {} not ready within {timeout:?}",
-                        self.members[i].name
+                        "member {} not ready within {timeout:?}{}",
+                        self.members[i].name,
+                        self.log_tails()
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -314,7 +340,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                bail!("members did not agree on a leader within {timeout:?}: {names:?}");
+                bail!(
+                    "members did not agree on a leader within {timeout:?}: {names:?}{}",
+                    self.log_tails()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
