@@ -73,6 +73,14 @@ impl BatchedStream {
         !outbox.bytes.is_empty() || outbox.error.is_some()
     }
 
+    /// Forgets the task that last wrote. For a connection that is parked
+    /// (an idle pooled upstream connection): the waker held for it would
+    /// keep that finished task's memory allocated until the next write.
+    pub fn forget_task(&self) {
+        let task = self.shared.lock().task.take();
+        drop(task);
+    }
+
     /// Sends all of `bytes` now, from this task, after anything still
     /// waiting: for writes whose failure the caller must see at once.
     pub async fn send_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {

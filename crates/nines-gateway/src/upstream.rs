@@ -217,6 +217,7 @@ impl Connection {
         if !keep_alive || self.start != self.end || self.stream.has_unsent() {
             return None;
         }
+        self.stream.forget_task();
         self.served += 1;
         Some(self)
     }
