@@ -25,9 +25,11 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll, Waker};
 
 use socket2::SockRef;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use crate::stream;
 
 /// Largest number of bytes an outbox holds; a write that would take it
 /// further is sent by the connection's task after what is already waiting.
@@ -141,22 +143,13 @@ impl Shared {
 
     /// One `send(2)` without waiting; `WouldBlock` when the socket is full.
     fn send(&self, bytes: &[u8]) -> io::Result<usize> {
-        let stream = self.stream();
-        stream.try_io(Interest::WRITABLE, || SockRef::from(stream).send(bytes))
+        stream::try_send(self.stream(), bytes)
     }
 
     /// Sends `bytes` from the connection's task, waiting for the socket to
     /// become writable as needed.
     fn poll_send(&self, cx: &mut Context<'_>, bytes: &[u8]) -> Poll<io::Result<usize>> {
-        // Bounded: each pass either returns or consumed a readiness event that
-        // turned out stale, and the next `poll_write_ready` then waits.
-        loop {
-            ready!(self.stream().poll_write_ready(cx))?;
-            match self.send(bytes) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                sent => return Poll::Ready(sent),
-            }
-        }
+        stream::poll_send(self.stream(), cx, bytes)
     }
 
     /// Sends everything in the outbox from the connection's task, or

@@ -16,6 +16,30 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
+/// One `send(2)` of `bytes` on `stream` without waiting; `WouldBlock` when
+/// the socket is full (and its readiness is cleared, so the next wait waits).
+pub(crate) fn try_send(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    stream.try_io(Interest::WRITABLE, || SockRef::from(stream).send(bytes))
+}
+
+/// One `send(2)` of `bytes` on `stream`, waiting for the socket to become
+/// writable as needed.
+pub(crate) fn poll_send(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    bytes: &[u8],
+) -> Poll<io::Result<usize>> {
+    // Bounded: each pass either returns or consumed a readiness event that
+    // turned out stale, and the next `poll_write_ready` then waits.
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match try_send(stream, bytes) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+            sent => return Poll::Ready(sent),
+        }
+    }
+}
+
 /// A TCP stream that writes with `send(2)`.
 #[derive(Debug)]
 pub struct SendStream {
@@ -50,16 +74,7 @@ impl AsyncWrite for SendStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let inner = &self.get_mut().inner;
-        // Bounded: each pass either returns or consumed a readiness event that
-        // turned out stale, and the next `poll_write_ready` then waits.
-        loop {
-            ready!(inner.poll_write_ready(cx))?;
-            match inner.try_io(Interest::WRITABLE, || SockRef::from(inner).send(buf)) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
-                written => return Poll::Ready(written),
-            }
-        }
+        poll_send(&self.get_mut().inner, cx, buf)
     }
 
     fn is_write_vectored(&self) -> bool {
