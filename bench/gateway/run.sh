@@ -89,12 +89,40 @@ stop_proxy() {
 WRK_CMD="wrk -t$WRK_THREADS -c$CONNS -d${DURATION}s --latency"
 RAW="$WORK/raw.tsv"
 : >"$RAW"
-run_wrk() { # run_wrk LABEL URL KIND -> appends a row to $RAW
-  local label=$1 url=$2 kind=$3 out="$WORK/wrk.out"
-  $WRK_CMD "$url" >"$out" 2>&1 || true
-  python3 - "$out" "$label" "$kind" >>"$RAW" <<'PY'
+HZ=$(getconf CLK_TCK)
+# ticks PID...: CPU time (utime + stime, clock ticks) of the processes, summed.
+ticks() { local t=0 pid; for pid in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0))); done; echo "$t"; }
+# tree PID: the process and its children (nginx's workers are its master's children).
+tree() { echo "$1"; pgrep -P "$1" || true; }
+# busy: non-idle and idle ticks of the whole machine.
+busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat; }
+run_wrk() { # run_wrk LABEL URL KIND [PROXY_PID] -> appends a row to $RAW
+  local label=$1 url=$2 kind=$3 proxy=${4:-} out="$WORK/wrk.out"
+  # Where the CPU goes per request: wrk (its own rusage, from `times` in the
+  # subshell that ran it), the backends and the proxy's processes (/proc/PID/stat), and
+  # how busy the whole machine was.
+  local backends_before proxy_before=0 machine_before
+  backends_before=$(ticks "${BACKEND_PIDS[@]}")
+  local proxy_pids=()
+  [ -z "$proxy" ] || mapfile -t proxy_pids < <(tree "$proxy")
+  [ -z "$proxy" ] || proxy_before=$(ticks "${proxy_pids[@]}")
+  machine_before=$(busy)
+  ( $WRK_CMD "$url" >"$out" 2>&1 || true; times >"$WORK/times" )
+  local backends_cpu=$(( $(ticks "${BACKEND_PIDS[@]}") - backends_before )) proxy_cpu=0
+  [ -z "$proxy" ] || proxy_cpu=$(( $(ticks "${proxy_pids[@]}") - proxy_before ))
+  # A backend killed during the run takes its CPU time with it.
+  [ "$kind" != kill ] || backends_cpu=-1
+  python3 - "$out" "$label" "$kind" "$WORK/times" "$HZ" "$backends_cpu" "$proxy_cpu" "$machine_before" "$(busy)" >>"$RAW" <<'PY'
 import re, sys
 text = open(sys.argv[1]).read()
+hz = int(sys.argv[5])
+def seconds(v):
+    m = re.match(r"(\d+)m([\d.]+)s", v)
+    return int(m.group(1)) * 60 + float(m.group(2))
+# `times`: the subshell's own user and system time, then its children's (wrk).
+wrk_cpu = sum(seconds(v) for v in open(sys.argv[4]).read().split("\n")[1].split())
+b0, i0 = map(int, sys.argv[8].split()); b1, i1 = map(int, sys.argv[9].split())
+idle = (i1 - i0) / max(1, (b1 - b0) + (i1 - i0))
 def ms(v):
     m = re.match(r"([\d.]+)(us|ms|s)", v)
     if not m: return float("nan")
@@ -106,9 +134,13 @@ total = re.search(r"(\d+) requests in", text)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 errors = sum(int(x) for x in sock.groups()) if sock else 0
+n = int(total.group(1)) if total else 0
+def per_request(cpu_seconds): return f"{cpu_seconds * 1e6 / n:.1f}" if n and cpu_seconds >= 0 else "nan"
 print("\t".join([sys.argv[3], sys.argv[2], rps.group(1) if rps else "nan", str(ms(p50.group(1)) if p50 else "nan"),
-                 str(ms(p99.group(1)) if p99 else "nan"), total.group(1) if total else "0",
-                 non2xx.group(1) if non2xx else "0", str(errors)]))
+                 str(ms(p99.group(1)) if p99 else "nan"), str(n),
+                 non2xx.group(1) if non2xx else "0", str(errors),
+                 per_request(wrk_cpu), per_request(int(sys.argv[6]) / hz), per_request(int(sys.argv[7]) / hz),
+                 f"{idle:.0%}"]))
 PY
   tail -n1 "$RAW"
 }
@@ -131,7 +163,7 @@ for round in $(seq 1 "$ROUNDS"); do
       run_wrk "direct" "http://127.0.0.1:${BACKEND_PORTS[0]}/" tput
     else
       start_proxy "$side" "$n" "$PROXY_PORT"
-      run_wrk "$side-$n" "http://127.0.0.1:$PROXY_PORT/" tput
+      run_wrk "$side-$n" "http://127.0.0.1:$PROXY_PORT/" tput "$PROXY_PID"
       stop_proxy
     fi
   done
@@ -145,7 +177,7 @@ for side in nines haproxy nginx; do
   start_proxy "$side" "$KILL_N" "$PROXY_PORT"
   ( sleep "$KILL_AFTER"; kill -9 "${BACKEND_PIDS[1]}" 2>/dev/null ) &
   killer=$!
-  run_wrk "$side-$KILL_N" "http://127.0.0.1:$PROXY_PORT/" kill
+  run_wrk "$side-$KILL_N" "http://127.0.0.1:$PROXY_PORT/" kill "$PROXY_PID"
   wait "$killer" 2>/dev/null || true
   stop_proxy
 done
@@ -158,9 +190,11 @@ python3 - "$RAW" "$RESULTS" <<PY
 import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 tput = {}
-for kind, label, rps, p50, p99, total, non2xx, errors in rows:
+cpu = {}
+for kind, label, rps, p50, p99, total, non2xx, errors, *spent in rows:
     if kind == "tput":
         tput.setdefault(label, []).append((float(rps), float(p50), float(p99)))
+        cpu.setdefault(label, []).append(tuple(float(v) for v in spent[:3]) + (float(spent[3].rstrip("%")),))
 def med(label, i): return statistics.median(v[i] for v in tput[label])
 direct = med("direct", 0)
 lines = []
@@ -190,16 +224,43 @@ for n in sorted({l.split("-")[1] for l in tput if l.startswith("nines-")}):
                      f"at {med(nines, 0) / direct:.0%} of the direct ceiling (goal: >= 1.00x with a lower p99, >= 70% of direct).")
 lines.append("Per-round figures vary a lot on this shared machine (see the raw rows); the medians are the figures to quote.")
 lines.append("")
+cores = $(nproc)
+def cmed(label, i): return statistics.median(v[i] for v in cpu[label])
+lines.append("Where the CPU goes, per request (us of CPU time, medians): wrk from its own rusage, the three backends and the proxy")
+lines.append("from \`/proc/PID/stat\`; idle is the share of the machine's CPU left unused during the run.\n")
+lines.append("| side | threads | wrk | backends | proxy | all | machine idle |")
+lines.append("|---|---|---|---|---|---|---|")
+for label in labels:
+    side, n = (label.split("-") + ["-"])[:2]
+    w, b, x = cmed(label, 0), cmed(label, 1), cmed(label, 2)
+    lines.append(f"| {side} | {n} | {w:.1f} | {b:.1f} | {x:.1f} | {w + b + x:.1f} | {cmed(label, 3):.0f}% |")
+lines.append("")
+target = 0.7 * direct
+lines.append(f"What 70% of direct asks of a proxy: {target:,.0f} requests/s on {cores} cores leave {cores * 1e6 / target:.1f} us of CPU per request")
+lines.append("for everything; less what wrk and the backends spend behind that proxy, the proxy itself may spend at most:")
+within = []
+for label in labels:
+    if label == "direct":
+        continue
+    side, n = label.split("-")
+    allowed = cores * 1e6 / target - cmed(label, 0) - cmed(label, 1)
+    lines.append(f"{side} with {n} thread(s) may spend {allowed:.1f} us and spends {cmed(label, 2):.1f} us;")
+    if cmed(label, 2) <= allowed:
+        within.append(label)
+lines.append(f"within its allowance: {', '.join(within) if within else 'none'}. A proxy's CPU per request is mostly the kernel's loopback")
+lines.append("TCP work for its two \`recv\` and two \`send\` calls per request.")
+lines.append("")
 lines.append("Kill one of three backends (\`kill -9\`) ${KILL_AFTER}s into the same wrk run (threads = $(echo "$WORKERS" | awk '{print $1}')):")
 lines.append("nines: retries on connect-failure/reset/timeout, passive ejection, health checks; HAProxy: \`retries 3\`, \`option redispatch 1\`,")
 lines.append("\`retry-on conn-failure empty-response response-timeout\`, checks; nginx: \`proxy_next_upstream error timeout http_502 http_503 non_idempotent\`, \`max_fails=1\`.\n")
 lines.append("| side | requests | non-2xx | socket errors | requests/s |")
 lines.append("|---|---|---|---|---|")
-for kind, label, rps, p50, p99, total, non2xx, errors in rows:
+for kind, label, rps, p50, p99, total, non2xx, errors, *spent in rows:
     if kind == "kill":
         lines.append(f"| {label.split('-')[0]} | {total} | {non2xx} | {errors} | {float(rps):,.0f} |")
 lines.append("")
-lines.append("Raw rows (kind, side, requests/s, p50 ms, p99 ms, requests, non-2xx, socket errors):\n")
+lines.append("Raw rows (kind, side, requests/s, p50 ms, p99 ms, requests, non-2xx, socket errors, CPU us per request of wrk,")
+lines.append("of the backends (not measured in the kill rows) and of the proxy, machine idle):\n")
 lines.append("\`\`\`")
 lines.extend("\t".join(r) for r in rows)
 lines.append("\`\`\`\n")
