@@ -47,6 +47,21 @@ pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
         .collect())
 }
 
+/// Times a new cluster is started on fresh ports when a member finds one
+/// of its ports taken.
+const START_ATTEMPTS: usize = 3;
+/// How long a new member may take to listen on its ports.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `--initial-cluster` value naming every member's peer URL.
+fn initial_cluster(members: &[Member]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}=http://{}", m.name, m.peer))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Cluster {
     /// Starts `n` members of a new cluster with `extra` flags on each.
     pub fn start(exe: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
@@ -62,11 +77,7 @@ impl Cluster {
                 join: None,
             })
             .collect();
-        let initial = members
-            .iter()
-            .map(|m| format!("{}=http://{}", m.name, m.peer))
-            .collect::<Vec<_>>()
-            .join(",");
+        let initial = initial_cluster(&members);
         let mut c = Cluster {
             exe: exe.to_path_buf(),
             dir,
@@ -74,10 +85,66 @@ impl Cluster {
             initial,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        for i in 0..n {
-            c.spawn(i)?;
+        for attempt in 1..=START_ATTEMPTS {
+            for i in 0..n {
+                c.spawn(i)?;
+            }
+            let lost = c.wait_listening(START_TIMEOUT);
+            if lost.is_empty() || attempt == START_ATTEMPTS {
+                break;
+            }
+            // A port picked as free was taken before the member bound it (an
+            // outgoing connection of a concurrent test may get it as its
+            // local port). The members' flags name each other's ports, so
+            // the whole cluster starts again on new ones.
+            for i in 0..n {
+                c.kill(i);
+            }
+            let ports = free_ports(n * 3)?;
+            for (i, m) in c.members.iter_mut().enumerate() {
+                m.client = format!("127.0.0.1:{}", ports[3 * i]);
+                m.peer = format!("127.0.0.1:{}", ports[3 * i + 1]);
+                m.http = format!("127.0.0.1:{}", ports[3 * i + 2]);
+            }
+            c.initial = initial_cluster(&c.members);
+            for i in 0..n {
+                let _ = std::fs::remove_dir_all(c.data_dir(i));
+            }
         }
         Ok(c)
+    }
+
+    /// Waits until every started member listens on its peer port (bound
+    /// last, after its client and HTTP ports), or has exited. Returns the
+    /// members that exited because one of their ports was in use.
+    fn wait_listening(&self, timeout: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + timeout;
+        let mut lost = Vec::new();
+        for i in 0..self.members.len() {
+            if self.members[i].child.is_none() {
+                continue;
+            }
+            let peer: std::net::SocketAddr = match self.members[i].peer.parse() {
+                Ok(addr) => addr,
+                Err(_) => continue,
+            };
+            loop {
+                if !self.is_running(i) {
+                    let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+                    if log.contains("in use") {
+                        lost.push(i);
+                    }
+                    break;
+                }
+                if std::net::TcpStream::connect_timeout(&peer, Duration::from_millis(200)).is_ok()
+                    || Instant::now() > deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        lost
     }
 
     /// The data directory of member `i`.
@@ -196,16 +263,27 @@ impl Cluster {
 
     /// Client endpoints of the members that are running.
     pub fn live_endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| m.client.clone())
+        (0..self.members.len())
+            .filter(|&i| self.is_running(i))
+            .map(|i| self.members[i].client.clone())
             .collect()
     }
 
-    /// Whether member `i` runs.
+    /// Whether member `i` runs: started, not killed, and not exited on its
+    /// own (an exited child stays a zombie until reaped, which its
+    /// `/proc/PID/stat` shows as state `Z`).
     pub fn is_running(&self, i: usize) -> bool {
-        self.members[i].child.is_some()
+        let Some(child) = &self.members[i].child else {
+            return false;
+        };
+        match std::fs::read_to_string(format!("/proc/{}/stat", child.id())) {
+            // The state follows the command name, which is in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X"),
+            Err(_) => false,
+        }
     }
 
     /// `kill -9` member `i` and reap it.
