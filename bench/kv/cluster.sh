@@ -83,7 +83,10 @@ member_start() {
   if [ "$side" = etcd ]; then
     "$ETCD_BIN" "${flags[@]}" --initial-cluster-token "bench-$$" >>"$WORK/$side/$name.log" 2>&1 &
   else
-    "$NINES_BIN" server "${flags[@]}" --http-addr "$(member_field "$side" HTTP "$i")" \
+    # NINES_FLAGS: extra `nines server` flags for every nines member (word-split).
+    local extra=()
+    read -ra extra <<<"${NINES_FLAGS:-}"
+    "$NINES_BIN" server "${flags[@]}" --http-addr "$(member_field "$side" HTTP "$i")" "${extra[@]}" \
       >>"$WORK/$side/$name.log" 2>&1 &
   fi
   pid=$!

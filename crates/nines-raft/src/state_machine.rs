@@ -28,6 +28,13 @@ use crate::types::{
 /// behind is told it lagged and must catch up from the store's history.
 pub const EVENTS_CHANNEL_MAX: usize = 4096;
 
+/// Bytes of values a snapshot encodes per hold of the store's read lock;
+/// applying waits at most for one step (well under a millisecond).
+pub const SNAPSHOT_STEP_BYTES: usize = 256 * 1024;
+
+/// Bytes of a snapshot file written between two flushes to disk.
+pub const SNAPSHOT_SYNC_BYTES: usize = 4 * 1024 * 1024;
+
 /// Events applied at one revision range, as watchers receive them.
 #[derive(Clone, Debug)]
 pub struct AppliedEvents {
@@ -48,12 +55,16 @@ pub struct SmShared {
     pub applied_index: AtomicU64,
     /// Applied events, for watches.
     pub events: broadcast::Sender<AppliedEvents>,
-    /// Held for writing while a snapshot is encoded from the store, and for
-    /// reading by `apply` before it takes the store's write lock. A long
-    /// encoding (seconds for a large store) thus pauses applying by an
-    /// asynchronous wait; a write lock queued behind the encoder's read lock
-    /// would instead block the runtime thread, and with it the member's
-    /// heartbeats, votes and reads, until followers elect a new leader.
+    /// Held for reading while a snapshot is encoded and written, and for writing by the
+    /// two changes an encoding cannot run across: applying a compaction and
+    /// installing a snapshot from the leader. A snapshot is encoded in steps
+    /// of [`SNAPSHOT_STEP_BYTES`], each under the store's read lock, so
+    /// everything else is applied between the steps and the store keeps
+    /// answering (the store appends to key histories, so the encoding still
+    /// writes the state of the moment it started). Those two wait
+    /// asynchronously until the encoding ends; a write lock queued behind a
+    /// long-held read lock would instead block the runtime thread, and with
+    /// it the member's heartbeats, votes and reads.
     snapshot_gate: Arc<tokio::sync::RwLock<()>>,
     snap_dir: PathBuf,
     snapshot_seq: AtomicU64,
@@ -132,19 +143,32 @@ impl StateMachine {
     }
 }
 
-/// Encodes a snapshot: `len | crc32 | header` followed by the store's own
-/// checksummed format.
-fn encode_snapshot(meta: &SnapshotMeta, store: &Store) -> Result<Vec<u8>, io::Error> {
+/// The start of a snapshot file: `len | crc32 | header`, followed by the
+/// store's own checksummed format.
+fn snapshot_prefix(meta: &SnapshotMeta, store: &Store) -> Result<Vec<u8>, io::Error> {
     let header =
         bincode::serialize(&SnapshotHeader { meta: meta.clone() }).map_err(io::Error::other)?;
-    let mut out = Vec::with_capacity(header.len() + 1024);
+    let mut out = Vec::with_capacity(header.len() + 1024 + store.approx_size_bytes() as usize);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
     out.extend_from_slice(&header);
+    Ok(out)
+}
+
+/// Encodes a snapshot of a store nothing else changes.
+fn encode_snapshot(meta: &SnapshotMeta, store: &Store) -> Result<Vec<u8>, io::Error> {
+    let mut out = snapshot_prefix(meta, store)?;
     store
         .write_snapshot(&mut out)
         .map_err(|e| io::Error::other(e.to_string()))?;
     Ok(out)
+}
+
+fn store_io(e: StoreError) -> io::Error {
+    match e {
+        StoreError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    }
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, Store), String> {
@@ -242,6 +266,17 @@ fn decode_header(bytes: &[u8]) -> Result<(SnapshotMeta, usize), String> {
     Ok((header.meta, 8 + len))
 }
 
+/// Whether applying `entry` compacts the store.
+fn compacts(entry: &Entry) -> bool {
+    match &entry.payload {
+        EntryPayload::Normal(batch) => batch
+            .commands
+            .iter()
+            .any(|c| matches!(c, nines_store::Command::Compact { .. })),
+        _ => false,
+    }
+}
+
 fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
     StorageError::from_io_error(
         ErrorSubject::StateMachine,
@@ -253,20 +288,20 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
 impl SmShared {
     /// The applied state as a snapshot file for download: the format of
     /// `current.snap`, zero padding to a multiple of [`EXPORT_BLOCK_BYTES`],
-    /// then the SHA-256 of everything before it. Blocks on the store lock;
-    /// a running member calls it through [`SmShared::export_snapshot_gated`].
+    /// then the SHA-256 of everything before it. Blocks on the store lock
+    /// for each step of the encoding; a running member calls it through
+    /// [`SmShared::export_snapshot_gated`], which keeps compactions and
+    /// installs out of the way.
     pub fn export_snapshot(&self) -> io::Result<Vec<u8>> {
         use sha2::Digest;
-        let mut bytes = {
-            let store = self.store.read().expect("store lock poisoned");
-            let (last, membership) = self.applied.read().expect("applied lock").clone();
-            let meta = SnapshotMeta {
+        let (_, mut bytes) = self.encode_in_steps(
+            |last, membership| SnapshotMeta {
                 last_log_id: last,
                 last_membership: membership,
                 snapshot_id: format!("export-{}", last.map(|l| l.index).unwrap_or(0)),
-            };
-            encode_snapshot(&meta, &store)?
-        };
+            },
+            false,
+        )?;
         bytes.resize(bytes.len().next_multiple_of(EXPORT_BLOCK_BYTES), 0);
         let digest = sha2::Sha256::digest(&bytes);
         bytes.extend_from_slice(&digest);
@@ -275,10 +310,10 @@ impl SmShared {
         Ok(bytes)
     }
 
-    /// [`SmShared::export_snapshot`] off the runtime, with applying paused by
-    /// the snapshot gate (not by a blocked write lock) while it encodes.
+    /// [`SmShared::export_snapshot`] off the runtime, with compactions and
+    /// snapshot installs held back by the snapshot gate while it encodes.
     pub async fn export_snapshot_gated(self: Arc<Self>) -> io::Result<Vec<u8>> {
-        let gate = Arc::clone(&self.snapshot_gate).write_owned().await;
+        let gate = Arc::clone(&self.snapshot_gate).read_owned().await;
         tokio::task::spawn_blocking(move || {
             let bytes = self.export_snapshot();
             drop(gate);
@@ -288,12 +323,59 @@ impl SmShared {
         .map_err(io::Error::other)?
     }
 
+    /// Encodes the applied state as a snapshot file, the store's keys in
+    /// steps of [`SNAPSHOT_STEP_BYTES`] with the store's read lock taken
+    /// per step, so applying goes on between them. `meta` names the
+    /// snapshot from the applied log id and membership of the moment it
+    /// starts. The caller holds the snapshot gate for reading (or owns the
+    /// state machine alone), so no compaction or install runs meanwhile.
+    /// `paced`: after each step the encoder sleeps as long as the step took,
+    /// so a background snapshot takes at most half a core from the member's
+    /// runtime and the other processes on the machine (it then takes about
+    /// twice as long); a download asked for by a user is not paced.
+    fn encode_in_steps(
+        &self,
+        meta: impl FnOnce(Option<LogId>, StoredMembership) -> SnapshotMeta,
+        paced: bool,
+    ) -> io::Result<(SnapshotMeta, Vec<u8>)> {
+        let (meta, mut writer) = {
+            let store = self.store.read().expect("store lock poisoned");
+            // `apply` changes both under the store's write lock: read
+            // together, they describe the same moment.
+            let (last, membership) = self.applied.read().expect("applied lock").clone();
+            let meta = meta(last, membership);
+            let prefix = snapshot_prefix(&meta, &store)?;
+            (meta, store.start_snapshot(prefix).map_err(store_io)?)
+        };
+        loop {
+            let step = std::time::Instant::now();
+            let store = self.store.read().expect("store lock poisoned");
+            if writer
+                .write_keys(&store, SNAPSHOT_STEP_BYTES)
+                .map_err(store_io)?
+            {
+                break;
+            }
+            drop(store);
+            if paced {
+                std::thread::sleep(step.elapsed());
+            }
+        }
+        Ok((meta, writer.finish().map_err(store_io)?))
+    }
+
     /// Writes a snapshot file atomically (temp, fsync, rename, fsync dir).
+    /// The file is written and flushed in pieces of [`SNAPSHOT_SYNC_BYTES`]:
+    /// written whole and flushed once, a large snapshot would queue its
+    /// whole size on the disk at once, ahead of the Raft log's own flushes.
     fn persist(&self, bytes: &[u8]) -> io::Result<()> {
         let tmp = self.snap_dir.join("current.snap.tmp");
         {
             let mut f = File::create(&tmp)?;
-            f.write_all(bytes)?;
+            for piece in bytes.chunks(SNAPSHOT_SYNC_BYTES) {
+                f.write_all(piece)?;
+                f.sync_data()?;
+            }
             f.sync_all()?;
         }
         fs::rename(&tmp, self.snap_dir.join("current.snap"))?;
@@ -316,27 +398,38 @@ impl SmShared {
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let shared = self.shared.clone();
-        // Applying waits (asynchronously) until the store is encoded.
-        let gate = Arc::clone(&shared.snapshot_gate).write_owned().await;
-        // Serializing a large store takes a while: do it off the runtime.
+        // Compactions and installs wait (asynchronously) until the store is
+        // encoded; everything else is applied between the encoding's steps.
+        let gate = Arc::clone(&shared.snapshot_gate).read_owned().await;
+        // Encoding a large store takes a while: do it off the runtime.
         let res = tokio::task::spawn_blocking(move || -> io::Result<(SnapshotMeta, Vec<u8>)> {
-            let store = shared.store.read().expect("store lock poisoned");
-            let (last, membership) = shared.applied.read().expect("applied lock").clone();
             let seq = shared.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-            let meta = SnapshotMeta {
-                last_log_id: last,
-                last_membership: membership,
-                snapshot_id: format!(
-                    "{}-{}-{seq}",
-                    last.map(|l| l.leader_id.term).unwrap_or(0),
-                    last.map(|l| l.index).unwrap_or(0)
-                ),
-            };
-            let bytes = encode_snapshot(&meta, &store);
-            drop(store);
-            drop(gate);
-            let bytes = bytes?;
+            let started = std::time::Instant::now();
+            let encoded = shared.encode_in_steps(
+                |last, membership| SnapshotMeta {
+                    last_log_id: last,
+                    last_membership: membership,
+                    snapshot_id: format!(
+                        "{}-{}-{seq}",
+                        last.map(|l| l.leader_id.term).unwrap_or(0),
+                        last.map(|l| l.index).unwrap_or(0)
+                    ),
+                },
+                true,
+            );
+            let (meta, bytes) = encoded?;
+            let encoded_in = started.elapsed();
             shared.persist(&bytes)?;
+            // Released only once the file is written, so that an install
+            // (which waits for the gate) is never overwritten by this older state.
+            drop(gate);
+            tracing::info!(
+                index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
+                bytes = bytes.len(),
+                encode_ms = encoded_in.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "snapshot saved"
+            );
             Ok((meta, bytes))
         })
         .await
@@ -364,7 +457,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut results = Vec::new();
-        let _gate = self.shared.snapshot_gate.read().await;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // A compaction drops history an encoding in progress still reads.
+        let _gate = if entries.iter().any(compacts) {
+            Some(self.shared.snapshot_gate.write().await)
+        } else {
+            None
+        };
         let mut store = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
         for entry in entries {
@@ -424,26 +523,27 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let (file_meta, store) = decode_snapshot(&bytes).map_err(|reason| {
-            StorageError::from_io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                io::Error::other(reason),
-            )
+        // Held from before the file is written: a snapshot being built
+        // meanwhile would otherwise write its older state over this one.
+        let _gate = self.shared.snapshot_gate.write().await;
+        let shared = Arc::clone(&self.shared);
+        // Decoding and writing a large store take a while: off the runtime.
+        let (file_meta, store) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_snapshot(&bytes)
+                .map_err(|reason| (ErrorVerb::Read, io::Error::other(reason)))?;
+            shared.persist(&bytes).map_err(|e| (ErrorVerb::Write, e))?;
+            Ok(decoded)
+        })
+        .await
+        .map_err(|e| sm_err(ErrorVerb::Write, e))?
+        .map_err(|(verb, e)| {
+            StorageError::from_io_error(ErrorSubject::Snapshot(Some(meta.signature())), verb, e)
         })?;
         // Invariant: the file describes the snapshot openraft says it installs.
         assert_eq!(
             file_meta.last_log_id, meta.last_log_id,
             "snapshot meta mismatch"
         );
-        self.shared.persist(&bytes).map_err(|e| {
-            StorageError::from_io_error(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
-        })?;
-        let _gate = self.shared.snapshot_gate.read().await;
         let mut st = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
         *st = store;
@@ -483,34 +583,130 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
-    /// While a snapshot is being encoded, applying waits without blocking
-    /// the thread: the apply is pending, the store stays readable on the same
-    /// thread, and the apply completes once the encoding is done.
+    fn entry(index: u64, commands: Vec<nines_store::Command>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(crate::types::Batch { commands }),
+        }
+    }
+
+    fn put(key: &str, value: &[u8]) -> nines_store::Command {
+        nines_store::Command::Put(nines_store::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// While a snapshot is being encoded (the gate held for reading), writes
+    /// are applied at once; a compaction waits without blocking the thread:
+    /// it is pending, the store stays readable on the same thread, and it
+    /// is applied once the encoding ends.
     #[test]
-    fn applying_waits_for_a_snapshot_without_blocking_the_thread() {
+    fn only_a_compaction_waits_for_a_snapshot_and_without_blocking_the_thread() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sm = StateMachine::open(dir.path()).expect("open");
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let encoding = Arc::clone(&sm.shared.snapshot_gate).write_owned().await;
+            let encoding = Arc::clone(&sm.shared.snapshot_gate).read_owned().await;
             let shared = Arc::clone(&sm.shared);
-            let entry = Entry {
-                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-                payload: EntryPayload::Blank,
-            };
-            let mut apply = Box::pin(sm.apply(vec![entry]));
             let mut cx = Context::from_waker(Waker::noop());
-            assert!(apply.as_mut().poll(&mut cx).is_pending());
+            {
+                let mut apply =
+                    Box::pin(sm.apply(vec![entry(1, vec![put("a", b"1"), put("b", b"2")])]));
+                assert!(
+                    apply.as_mut().poll(&mut cx).is_ready(),
+                    "a put does not wait"
+                );
+            }
+            assert_eq!(shared.applied_index.load(Ordering::Acquire), 1);
             let revision = shared.store.read().expect("store readable").revision();
-            assert_eq!(shared.applied_index.load(Ordering::Acquire), 0);
+            let compact = nines_store::Command::Compact { revision };
+            let mut apply = Box::pin(sm.apply(vec![entry(2, vec![compact])]));
+            assert!(apply.as_mut().poll(&mut cx).is_pending());
+            assert_eq!(
+                shared
+                    .store
+                    .read()
+                    .expect("store readable")
+                    .compact_revision(),
+                0
+            );
+            assert_eq!(shared.applied_index.load(Ordering::Acquire), 1);
             drop(encoding);
             apply.await.expect("applied");
-            assert_eq!(shared.applied_index.load(Ordering::Acquire), 1);
+            assert_eq!(shared.applied_index.load(Ordering::Acquire), 2);
             assert_eq!(
-                shared.store.read().expect("store readable").revision(),
+                shared
+                    .store
+                    .read()
+                    .expect("store readable")
+                    .compact_revision(),
                 revision
+            );
+        });
+    }
+
+    /// A snapshot encoded in steps while writes are applied between them
+    /// stands for the moment it started: its store is exactly the state
+    /// after the log entries up to the index its meta names.
+    #[test]
+    fn a_snapshot_encoded_while_applying_is_the_state_its_meta_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sm = StateMachine::open(dir.path()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            // Enough value bytes for many encoding steps.
+            let big = vec![b'x'; 4096];
+            let first: Vec<_> = (0..2000)
+                .map(|i| put(&format!("key{i:04}"), &big))
+                .collect();
+            let mut log = vec![first.clone()];
+            sm.apply(vec![entry(1, first)]).await.expect("applied");
+            let shared = Arc::clone(&sm.shared);
+            let encoder = std::thread::spawn(move || {
+                shared.encode_in_steps(
+                    |last, membership| SnapshotMeta {
+                        last_log_id: last,
+                        last_membership: membership,
+                        snapshot_id: "test".into(),
+                    },
+                    true,
+                )
+            });
+            // Writes keep coming while it encodes (bounded).
+            while !encoder.is_finished() && log.len() < 100_000 {
+                let index = log.len() as u64 + 1;
+                let commands = vec![put(&format!("key{:04}", index % 2000), b"new")];
+                log.push(commands.clone());
+                sm.apply(vec![entry(index, commands)])
+                    .await
+                    .expect("applied");
+            }
+            let (meta, bytes) = encoder.join().expect("encoder").expect("encoded");
+            let (file_meta, store) = decode_snapshot(&bytes).expect("decodes");
+            assert_eq!(file_meta.last_log_id, meta.last_log_id);
+            let named = meta.last_log_id.expect("a log id").index as usize;
+            let mut expected = Store::new();
+            for commands in &log[..named] {
+                for command in commands {
+                    assert!(expected.apply(command).result.is_ok());
+                }
+            }
+            let encode = |store: &Store| {
+                let mut out = Vec::new();
+                store.write_snapshot(&mut out).expect("encoded");
+                out
+            };
+            assert_eq!(
+                encode(&store),
+                encode(&expected),
+                "the store after entries 1..={named} of {}",
+                log.len()
             );
         });
     }

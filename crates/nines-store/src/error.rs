@@ -68,6 +68,13 @@ pub enum StoreError {
         /// What is wrong, for a human.
         reason: String,
     },
+    /// The store was compacted or replaced while a snapshot of it was being
+    /// written in steps; the snapshot is abandoned and can be started again.
+    #[error("the store was compacted or replaced while a snapshot of revision {revision} was written; start it again")]
+    SnapshotDisturbed {
+        /// The revision the abandoned snapshot stood for.
+        revision: i64,
+    },
     /// Reading or writing a snapshot stream failed.
     #[error("snapshot i/o: {0}")]
     Io(#[from] std::io::Error),

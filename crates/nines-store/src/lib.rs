@@ -38,6 +38,7 @@ mod txn;
 pub mod types;
 
 pub use error::StoreError;
+pub use snapshot::SnapshotWriter;
 pub use store::{added_bytes, adds_data, Applied, Store};
 pub use types::*;
 

@@ -14,6 +14,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::{self, BufWriter, Read, Write};
+use std::ops::Bound;
 use std::sync::Arc;
 
 use crate::codec::Record;
@@ -180,12 +181,46 @@ impl<R: Read> Reader<'_, R> {
     }
 }
 
+/// A snapshot being written in steps, so the store can keep applying
+/// between them: [`Store::start_snapshot`] fixes the revision and writes
+/// everything but the keys; each [`SnapshotWriter::write_keys`] writes the
+/// next keys' histories up to that revision; [`SnapshotWriter::finish`]
+/// writes the end record. The result is the store exactly as it was at the
+/// start, because the store only ever appends to a key's history: between
+/// the steps it may apply puts, deletes, transactions, lease and alarm
+/// changes, but must not be compacted or replaced (checked: the steps fail
+/// with [`StoreError::SnapshotDisturbed`]).
+pub struct SnapshotWriter<W: Write> {
+    out: Writer<BufWriter<W>>,
+    /// The revision the snapshot stands for.
+    revision: i64,
+    compact_revision: i64,
+    leases: u64,
+    /// The last key written; the next step starts after it.
+    after: Option<Arc<[u8]>>,
+    keys: u64,
+    entries: u64,
+    done: bool,
+}
+
 impl Store {
     /// Writes the whole state (history, leases, revisions) to `w`.
     ///
     /// # Errors
     /// `Io` when `w` fails.
-    pub fn write_snapshot<W: Write>(&self, w: &mut W) -> Result<(), StoreError> {
+    pub fn write_snapshot<W: Write>(&self, w: W) -> Result<(), StoreError> {
+        let mut writer = self.start_snapshot(w)?;
+        while !writer.write_keys(self, usize::MAX)? {}
+        writer.finish()?;
+        Ok(())
+    }
+
+    /// Starts a snapshot of the store as it is now, to be continued with
+    /// [`SnapshotWriter::write_keys`] (see [`SnapshotWriter`]).
+    ///
+    /// # Errors
+    /// `Io` when `w` fails.
+    pub fn start_snapshot<W: Write>(&self, w: W) -> Result<SnapshotWriter<W>, StoreError> {
         debug_assert_eq!(self.verify(), Ok(()));
         let mut out = Writer {
             out: BufWriter::new(w),
@@ -214,28 +249,104 @@ impl Store {
                 },
             })?;
         }
-        let mut entries = 0u64;
-        for (key, hist) in &self.keys {
-            for chunk in chunks(&hist.entries) {
-                out.record(&Record::Key {
+        Ok(SnapshotWriter {
+            out,
+            revision: self.revision,
+            compact_revision: self.compact_revision,
+            leases: self.leases.len() as u64,
+            after: None,
+            keys: 0,
+            entries: 0,
+            done: false,
+        })
+    }
+}
+
+impl<W: Write> SnapshotWriter<W> {
+    /// The revision the snapshot stands for.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// Writes the histories, up to the snapshot's revision, of the keys
+    /// after the last one written, until about `budget` bytes of values
+    /// are written or no key is left. `store` is the store the snapshot was
+    /// started from, changed since only by applying commands other than a
+    /// compaction. Returns whether every key is written.
+    ///
+    /// # Errors
+    /// `SnapshotDisturbed` when `store` was compacted or replaced since the
+    /// start; `Io` when the output fails.
+    pub fn write_keys(&mut self, store: &Store, budget: usize) -> Result<bool, StoreError> {
+        if self.done {
+            return Ok(true);
+        }
+        if store.compact_revision != self.compact_revision || store.revision < self.revision {
+            return Err(StoreError::SnapshotDisturbed {
+                revision: self.revision,
+            });
+        }
+        let start = match &self.after {
+            Some(key) => Bound::Excluded(&key[..]),
+            None => Bound::Unbounded,
+        };
+        let mut written = 0usize;
+        for (key, hist) in store.keys.range::<[u8], _>((start, Bound::Unbounded)) {
+            if written >= budget {
+                // The next step resumes here: `after` is the last key written.
+                return Ok(false);
+            }
+            // Writes after the snapshot's revision are not part of it, and
+            // a key created after it has none that are.
+            let kept = hist
+                .entries
+                .partition_point(|e| e.mod_revision <= self.revision);
+            if kept == 0 {
+                continue;
+            }
+            for chunk in chunks(&hist.entries[..kept]) {
+                written += chunk.iter().map(Entry::value_len).sum::<usize>() + key.len();
+                self.out.record(&Record::Key {
                     key: Cow::Borrowed(key),
                     entries: Cow::Borrowed(chunk),
                 })?;
             }
-            entries += hist.entries.len() as u64;
+            self.keys += 1;
+            self.entries += kept as u64;
+            self.after = Some(key.clone());
         }
-        let end = Record::End {
-            leases: self.leases.len() as u64,
-            keys: self.keys.len() as u64,
-            entries,
-            records: out.records,
-            checksum: out.hasher.clone().finalize(),
-        };
-        out.record(&end)?;
-        out.out.flush()?;
-        Ok(())
+        self.done = true;
+        Ok(true)
     }
 
+    /// Writes the end record and returns the output.
+    ///
+    /// # Errors
+    /// `Io` when the output fails.
+    ///
+    /// # Panics
+    /// When keys are left to write (a caller bug).
+    pub fn finish(mut self) -> Result<W, StoreError> {
+        assert!(
+            self.done,
+            "a snapshot is finished before all its keys are written"
+        );
+        let end = Record::End {
+            leases: self.leases,
+            keys: self.keys,
+            entries: self.entries,
+            records: self.out.records,
+            checksum: self.out.hasher.clone().finalize(),
+        };
+        self.out.record(&end)?;
+        self.out
+            .out
+            .into_inner()
+            .map_err(|e| StoreError::Io(e.into_error()))
+    }
+}
+
+impl Store {
     /// Reads a snapshot written by [`Store::write_snapshot`], verifying the
     /// magic, the format version, every record's crc, the counts, the final
     /// checksum and the store invariants.

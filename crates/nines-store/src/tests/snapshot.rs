@@ -1,6 +1,7 @@
 //! Snapshot round trips and corruption detection.
 
 use super::*;
+use crate::{AlarmAction, AlarmKind, AlarmMember, RequestOp};
 
 pub(crate) fn sample_store() -> Store {
     let mut s = Store::new();
@@ -221,4 +222,104 @@ fn snapshot_with_valid_checksums_but_impossible_state_is_refused() {
     bad[end][25..33].copy_from_slice(&records_count.to_le_bytes());
     let e = Store::read_snapshot(&mut reframe(&bad).as_slice()).unwrap_err();
     assert!(e.to_string().contains("lease"), "{e}");
+}
+
+/// Writes `store`'s snapshot in steps of about `budget` value bytes,
+/// calling `between` on the store after every step.
+fn snapshot_in_steps(
+    store: &mut Store,
+    budget: usize,
+    mut between: impl FnMut(&mut Store, usize),
+) -> Result<Vec<u8>, StoreError> {
+    let mut writer = store.start_snapshot(Vec::new())?;
+    let mut step = 0;
+    while !writer.write_keys(store, budget)? {
+        between(store, step);
+        step += 1;
+        assert!(step < 100_000, "the snapshot ends");
+    }
+    writer.finish()
+}
+
+#[test]
+fn a_snapshot_written_in_steps_is_the_store_as_it_was_at_the_start() {
+    let mut s = sample_store();
+    for i in 0..200 {
+        put(&mut s, &format!("many{i:03}"), &"v".repeat(i % 50));
+    }
+    let before = snapshot_bytes(&s);
+    let at_start = Store::read_snapshot(&mut &before[..]).unwrap();
+    // Between the steps: new keys before and after the cursor, overwrites,
+    // deletes, a transaction, a lease granted and one revoked with its
+    // keys, an alarm raised.
+    let stepped = snapshot_in_steps(&mut s, 64, |s, step| match step % 6 {
+        0 => {
+            put(s, &format!("a-new{step}"), "before the cursor");
+        }
+        1 => {
+            put(s, &format!("zz-new{step}"), "after the cursor");
+        }
+        2 => {
+            put(s, &format!("many{:03}", (step * 7) % 200), "overwritten");
+        }
+        3 => {
+            del(s, &format!("many{:03}", (step * 13) % 200), "");
+        }
+        4 => {
+            applied_ok(s.apply(&Command::LeaseGrant {
+                id: 1000 + step as i64,
+                ttl_secs: 9,
+            }));
+        }
+        _ => {
+            if step == 5 {
+                applied_ok(s.apply(&Command::LeaseRevoke { id: 7 }));
+                applied_ok(s.apply(&Command::Alarm {
+                    action: AlarmAction::Activate,
+                    alarm: AlarmMember {
+                        member_id: 1,
+                        kind: AlarmKind::Corrupt,
+                    },
+                }));
+            }
+            txn(
+                s,
+                TxnRequest {
+                    success: vec![RequestOp::Put(put_req(&format!("t{step}"), "in a txn"))],
+                    ..TxnRequest::default()
+                },
+            );
+        }
+    })
+    .unwrap();
+    assert!(
+        s.revision() > at_start.revision() + 20,
+        "the store moved on"
+    );
+    assert_eq!(
+        stepped, before,
+        "the same bytes as a snapshot taken at the start"
+    );
+    assert_same(&Store::read_snapshot(&mut &stepped[..]).unwrap(), &at_start);
+}
+
+#[test]
+fn a_snapshot_in_steps_refuses_a_store_compacted_meanwhile() {
+    let mut s = sample_store();
+    for i in 0..50 {
+        put(&mut s, &format!("many{i:03}"), "value");
+    }
+    let compact_to = s.revision();
+    let err = snapshot_in_steps(&mut s, 16, |s, step| {
+        if step == 2 {
+            applied_ok(s.apply(&Command::Compact {
+                revision: compact_to,
+            }));
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::SnapshotDisturbed { .. }),
+        "{err:?}"
+    );
 }
