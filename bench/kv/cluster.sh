@@ -248,3 +248,19 @@ replace_section() {
   ' "$file" >"$tmp"
   mv "$tmp" "$file"
 }
+
+# keep_sides: reads BINS ("name=path name=path ...") into the array SIDES and
+# keeps each binary as $WORK/bin-NAME, so a rebuild during the run changes
+# nothing measured.
+keep_sides() {
+  local spec name bin
+  SIDES=()
+  for spec in $BINS; do
+    name=${spec%%=*}
+    bin=${spec#*=}
+    [[ $name =~ ^[a-z][a-z0-9_]*$ ]] || die "side name $name: lower-case letters, digits, _"
+    [ -x "$bin" ] || die "not executable: $bin"
+    keep_binary "$bin" "$WORK/bin-$name"
+    SIDES+=("$name")
+  done
+}

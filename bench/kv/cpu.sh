@@ -42,16 +42,8 @@ cpu_ticks() {
 }
 
 TICKS=$(getconf CLK_TCK)
-names=()
-for spec in $BINS; do
-  name=${spec%%=*}
-  bin=${spec#*=}
-  [[ $name =~ ^[a-z][a-z0-9_]*$ ]] || die "side name $name: lower-case letters, digits, _"
-  [ -x "$bin" ] || die "not executable: $bin"
-  # Kept per side, so a rebuild during the run changes nothing measured.
-  keep_binary "$bin" "$WORK/bin-$name"
-  names+=("$name")
-done
+keep_sides
+names=("${SIDES[@]}")
 [ "${ETCD:-0}" = 1 ] && names+=(etcd)
 BENCH_BIN=${BENCH_BIN:-$WORK/bin-${names[0]}}
 

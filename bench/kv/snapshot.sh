@@ -33,15 +33,8 @@ finish() {
 trap finish EXIT
 
 NINES_FLAGS="--snapshot-count $SNAPSHOT_COUNT"
-names=()
-for spec in $BINS; do
-  name=${spec%%=*}
-  bin=${spec#*=}
-  [[ $name =~ ^[a-z][a-z0-9_]*$ ]] || die "side name $name: lower-case letters, digits, _"
-  [ -x "$bin" ] || die "not executable: $bin"
-  keep_binary "$bin" "$WORK/bin-$name"
-  names+=("$name")
-done
+keep_sides
+names=("${SIDES[@]}")
 BENCH_BIN=$WORK/bin-${names[0]}
 
 for name in "${names[@]}"; do

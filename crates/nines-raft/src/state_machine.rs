@@ -583,6 +583,16 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
+    /// An empty state machine in a temporary dir, and a runtime to drive it.
+    fn fresh() -> (tempfile::TempDir, StateMachine, tokio::runtime::Runtime) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sm = StateMachine::open(dir.path()).expect("open");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        (dir, sm, rt)
+    }
+
     fn entry(index: u64, commands: Vec<nines_store::Command>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
@@ -604,11 +614,7 @@ mod tests {
     /// is applied once the encoding ends.
     #[test]
     fn only_a_compaction_waits_for_a_snapshot_and_without_blocking_the_thread() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut sm = StateMachine::open(dir.path()).expect("open");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let (_dir, mut sm, rt) = fresh();
         rt.block_on(async {
             let encoding = Arc::clone(&sm.shared.snapshot_gate).read_owned().await;
             let shared = Arc::clone(&sm.shared);
@@ -654,11 +660,7 @@ mod tests {
     /// after the log entries up to the index its meta names.
     #[test]
     fn a_snapshot_encoded_while_applying_is_the_state_its_meta_names() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut sm = StateMachine::open(dir.path()).expect("open");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
+        let (_dir, mut sm, rt) = fresh();
         rt.block_on(async {
             // Enough value bytes for many encoding steps.
             let big = vec![b'x'; 4096];
