@@ -50,7 +50,7 @@ done
 snapshot_lines() { cat "$WORK/$1"/*.log | grep -a 'snapshot saved' || true; }
 
 printf '%-6s %5s %8s %8s %8s %8s %9s %11s %10s %22s\n' \
-  side round ops/s p99_ms p999_ms max_ms gaps>50 max_gap_ms snapshots "encode_ms(min/max)"
+  side round ops/s p99_ms p999_ms max_ms "gaps>50ms" max_gap_ms snapshots "encode_ms(min/max)"
 for ((round = 1; round <= ROUNDS; round++)); do
   for name in "${names[@]}"; do
     before=$(snapshot_lines "$name" | wc -l)
