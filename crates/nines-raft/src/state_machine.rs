@@ -544,13 +544,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             file_meta.last_log_id, meta.last_log_id,
             "snapshot meta mismatch"
         );
-        let mut st = self.shared.store.write().expect("store lock poisoned");
-        let mut applied = self.shared.applied.write().expect("applied lock");
-        *st = store;
-        *applied = (meta.last_log_id, meta.last_membership.clone());
-        self.shared.applied_index.store(
-            meta.last_log_id.map(|l| l.index).unwrap_or(0),
-            Ordering::Release,
+        let revision = store.revision();
+        {
+            let mut st = self.shared.store.write().expect("store lock poisoned");
+            let mut applied = self.shared.applied.write().expect("applied lock");
+            *st = store;
+            *applied = (meta.last_log_id, meta.last_membership.clone());
+            self.shared.applied_index.store(
+                meta.last_log_id.map(|l| l.index).unwrap_or(0),
+                Ordering::Release,
+            );
+        }
+        tracing::info!(
+            index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
+            revision,
+            "snapshot from the leader installed"
         );
         Ok(())
     }

@@ -81,6 +81,11 @@ pub struct ChaosArgs {
     /// Planted bug (test only): members acknowledge before fsync.
     #[arg(long)]
     pub unsafe_lazy_fsync: bool,
+    /// Log entries between the members' snapshots (their `--snapshot-count`;
+    /// etcd has the same flag). A small value makes snapshots, log purges and
+    /// snapshot installs to restarted members part of the run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_count: Option<u64>,
 }
 
 /// Runs `nines chaos`; exits the process with the verdict's status.
@@ -166,6 +171,10 @@ fn config_from(args: ChaosArgs) -> anyhow::Result<ChaosConfig> {
     }
     if args.unsafe_lazy_fsync {
         config.member_flags.push("--unsafe-lazy-fsync".into());
+    }
+    if let Some(count) = args.snapshot_count {
+        config.member_flags.push("--snapshot-count".into());
+        config.member_flags.push(count.to_string());
     }
     config.op_timeout = args.op_timeout;
     config.hold_ms = parse_range_ms(&args.hold).context("--hold")?;
