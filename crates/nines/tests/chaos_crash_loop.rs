@@ -2,6 +2,8 @@
 //! during heavy writes, each member restarted at once. Every member must
 //! come back (a refusal to start is reported with its log), and afterwards
 //! every acknowledged write must be present and the history linearizable.
+//! The members snapshot often, so kills also hit snapshots being written
+//! and members catch up by snapshot installs.
 
 mod chaos_support;
 
@@ -13,7 +15,18 @@ use chaos_support::{run_chaos, SERIAL};
 fn thirty_crashes_under_writes_lose_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|poison| poison.into_inner());
     let run = run_chaos(
-        &["--crash-loop", "30", "--duration", "5s", "--seed", "30"],
+        // Snapshots every 200 entries: kills also land while a snapshot is
+        // written, and restarted members catch up by snapshot installs.
+        &[
+            "--crash-loop",
+            "30",
+            "--duration",
+            "5s",
+            "--seed",
+            "30",
+            "--snapshot-count",
+            "200",
+        ],
         Duration::from_secs(240),
     );
     assert_eq!(run.code, Some(0), "{}", run.output);
