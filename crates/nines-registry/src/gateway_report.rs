@@ -23,9 +23,10 @@
 //! key holds the bucket's total, so rewriting it is idempotent and a failed
 //! write is simply retried; after a restart the stored totals of the buckets
 //! the run started in are read back before they are rewritten. Each publish
-//! period is one transaction: the status, the changed buckets, the first
-//! sighting of a service and, every ten minutes, the deletion of buckets past
-//! their retention. This module only reads the gateway; it never changes its
+//! period is one transaction: the status, the changed buckets and the first
+//! sighting of a service. Every ten minutes a sweep deletes the buckets past
+//! their retention of every service in the index of services with traffic,
+//! and drops from that index the services with no bucket left. This module only reads the gateway; it never changes its
 //! state.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -37,7 +38,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use etcd_client::{DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
-use etcd_client::{Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 use nines_gateway::config::Protocol;
 use nines_gateway::Gateway;
 use serde_json::{json, Value};
@@ -45,10 +46,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::request_buckets::{
-    bucket_prefix, key_name, BucketId, Buckets, DeltaTracker, Outcomes, Resolution,
-    REQUEST_SERVICES,
+    bucket_prefix, fetch_request_services, key_name, BucketId, Buckets, DeltaTracker, Outcomes,
+    Resolution, REQUESTS, REQUEST_SERVICES,
 };
-use crate::store::{now_ms, Registry};
+use crate::store::{now_ms, prefix_end, Registry};
 
 /// Gateway status: `GATEWAYS NAME` = `{"name", "updated_ms", "clusters"}`.
 pub const GATEWAYS: &str = "/nines/gateways/";
@@ -58,6 +59,11 @@ pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
 pub const STATUS_LEASE_TTL_SECS: i64 = 5;
 /// Publish periods between two sweeps of old buckets.
 const SWEEP_PERIODS: u64 = 600;
+/// Most services a sweep covers from the index of services with traffic.
+const INDEX_SWEEP_MAX: usize = 1000;
+/// Services per transaction of a sweep (two deletes each, or one nested
+/// transaction each: within etcd's 128 operations per request).
+const INDEX_SWEEP_BATCH: usize = 32;
 /// Most operations in one publish transaction (the store allows 128).
 const TXN_OPS_MAX: usize = 100;
 /// Longest one publish may take.
@@ -349,27 +355,75 @@ impl Reporter {
             ops.push(TxnOp::put(format!("{REQUEST_SERVICES}{service}"), "", None));
         }
         let sweep = self.periods.is_multiple_of(SWEEP_PERIODS);
-        if sweep {
-            for service in self.services_indexed.iter().chain(&new_services) {
-                for resolution in Resolution::ALL {
-                    if ops.len() >= TXN_OPS_MAX {
-                        break;
-                    }
-                    let from = bucket_prefix(service, resolution);
-                    let cutoff = resolution.start(now.saturating_sub(resolution.retention_ms()));
-                    let to = format!("{from}{cutoff:020}");
-                    ops.push(TxnOp::delete(
-                        from,
-                        Some(DeleteOptions::new().with_range(to)),
-                    ));
-                }
-            }
-        }
         self.registry.client().txn(Txn::new().and_then(ops)).await?;
         self.periods += 1;
         self.services_indexed.extend(new_services);
+        if sweep {
+            self.sweep(now).await?;
+        }
         let written: Vec<BucketId> = changed.into_iter().map(|(id, _)| id).collect();
         self.buckets.written(&written, now);
+        Ok(())
+    }
+
+    /// The sweep, every [`SWEEP_PERIODS`]: deletes the buckets past their
+    /// retention of every service in the index of services with gateway
+    /// traffic (any gateway's, so a service whose gateways are gone ages out
+    /// too), then keeps that index true: a service with no bucket left
+    /// leaves it, and one of this gateway's services that another gateway's
+    /// sweep took out while this one wrote a bucket goes back. Each service's
+    /// index entry is decided by one nested transaction on the store's state
+    /// at that moment (`If` no bucket `Then` delete `Else` put), so
+    /// concurrent sweeps and bucket writes of other gateways cannot leave a
+    /// service with buckets out of the index past the next sweep.
+    async fn sweep(&mut self, now: u64) -> Result<(), PublishError> {
+        let mut services: BTreeSet<String> = fetch_request_services(&self.registry)
+            .await?
+            .into_iter()
+            .collect();
+        services.extend(self.services_indexed.iter().cloned());
+        let services: Vec<String> = services.into_iter().take(INDEX_SWEEP_MAX).collect();
+        for batch in services.chunks(INDEX_SWEEP_BATCH) {
+            let expired = batch.iter().flat_map(|service| {
+                Resolution::ALL.map(|resolution| {
+                    let from = bucket_prefix(service, resolution);
+                    let cutoff = resolution.start(now.saturating_sub(resolution.retention_ms()));
+                    let to = format!("{from}{cutoff:020}");
+                    TxnOp::delete(from, Some(DeleteOptions::new().with_range(to)))
+                })
+            });
+            let expired: Vec<TxnOp> = expired.collect();
+            self.registry
+                .client()
+                .txn(Txn::new().and_then(expired))
+                .await?;
+        }
+        // Then one nested transaction per service, a batch of them per request
+        // (a nested compare does not see writes of its own request).
+        for batch in services.chunks(INDEX_SWEEP_BATCH) {
+            let checks = batch.iter().map(|service| {
+                let buckets = format!("{REQUESTS}{service}/");
+                let index = format!("{REQUEST_SERVICES}{service}");
+                let none_left = Compare::version(buckets.clone(), CompareOp::Equal, 0)
+                    .with_range(prefix_end(&buckets));
+                TxnOp::txn(
+                    Txn::new()
+                        .when([none_left])
+                        .and_then([TxnOp::delete(index.clone(), None)])
+                        .or_else([TxnOp::put(index, "", None)]),
+                )
+            });
+            let answer = self
+                .registry
+                .client()
+                .txn(Txn::new().and_then(checks.collect::<Vec<_>>()))
+                .await?;
+            for (service, nested) in batch.iter().zip(answer.op_responses()) {
+                if matches!(nested, TxnOpResponse::Txn(t) if t.succeeded()) {
+                    self.services_indexed.remove(service);
+                }
+            }
+        }
         Ok(())
     }
 

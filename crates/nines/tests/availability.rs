@@ -14,6 +14,8 @@
 //! and a gateway disappears when it stops or is killed. A gateway embedded
 //! in a member (`--gateway-config`) reports under the member's name, and a
 //! static cluster's requests count under the cluster's name.
+//! A gateway's sweep ages out every indexed service's old buckets and drops
+//! from the index the services with no bucket left.
 
 #[allow(dead_code)]
 #[path = "it/support.rs"]
@@ -604,4 +606,90 @@ async fn a_member_s_gateway_reports_under_the_member_s_name() {
         .expect("list");
     assert_eq!(status, 200);
     assert!(list.contains("\"service\":\"shop\""), "{list}");
+}
+
+/// The keys under `prefix`, without it.
+async fn keys_under(client: &mut etcd_client::Client, prefix: &str) -> Vec<String> {
+    let answer = client
+        .get(
+            prefix,
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .expect("get");
+    answer
+        .kvs()
+        .iter()
+        .filter_map(|kv| kv.key_str().ok()?.strip_prefix(prefix).map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_sweep_ages_out_every_service_and_prunes_the_index() {
+    const INDEX: &str = "/nines/availability/request-services/";
+    const REQUESTS: &str = "/nines/availability/requests/";
+    const HOUR: u64 = 3_600_000;
+    const DAY: u64 = 86_400_000;
+    let c = cluster(1, &[]).await;
+    let mut client = etcd_client::Client::connect(c.endpoints(), None)
+        .await
+        .expect("client");
+    // Left by a gateway that is gone: "gone" is indexed with no bucket,
+    // "old" has only buckets past their retention (hours 31 days, minutes
+    // 2 days), "kept" has an hour bucket of an hour ago.
+    let now = now_ms();
+    let totals = r#"{"requests":1,"failed":0}"#;
+    for service in ["gone", "old", "kept"] {
+        client
+            .put(format!("{INDEX}{service}"), "", None)
+            .await
+            .expect("put");
+    }
+    let old_hour = (now - 40 * DAY) / HOUR * HOUR;
+    let old_minute = (now - 3 * DAY) / 60_000 * 60_000;
+    let recent_hour = (now - HOUR) / HOUR * HOUR;
+    for key in [
+        format!("{REQUESTS}old/h/{old_hour:020}/far"),
+        format!("{REQUESTS}old/m/{old_minute:020}/far"),
+        format!("{REQUESTS}kept/h/{recent_hour:020}/far"),
+    ] {
+        client.put(key, totals, None).await.expect("put");
+    }
+
+    // A gateway sweeps at its first publish.
+    let ports = nines_testkit::free_ports(2).expect("ports");
+    let (backend_port, gateway_port) = (ports[0], ports[1]);
+    let _backend = demo_backend(backend_port).expect("backend");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"shop\"\n\
+             bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"shop\"\n\n\
+             [[cluster]]\nname = \"shop\"\nbackends = [{{ addr = \"127.0.0.1:{backend_port}\" }}]\n"
+        ),
+    )
+    .expect("write config");
+    let gateway = format!("127.0.0.1:{gateway_port}");
+    let _gateway = start_gateway(&c.endpoints().join(","), &config, &gateway).await;
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let indexed = keys_under(&mut client, INDEX).await;
+        if indexed == ["kept"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "index still {indexed:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        keys_under(&mut client, REQUESTS).await,
+        [format!("kept/h/{recent_hour:020}/far")],
+        "only the bucket within its retention is left"
+    );
 }
