@@ -593,7 +593,10 @@ async fn notify_removed(core: Arc<Core>, id: NodeId, node: MemberNode) {
 /// Watches the applied membership: once it stops listing this member, after
 /// having listed it, the member was removed and stops.
 pub(crate) async fn watch_removal(core: Arc<Core>) {
-    let mut metrics = core.raft.metrics();
+    // Woken by a change of the applied membership or of the leader (server
+    // metrics), not by every append and apply.
+    let mut membership = core.sm.membership_changes();
+    let mut metrics = core.raft.server_metrics();
     let mut stop = core.shutdown_signal();
     let mut seen = false;
     let mut leader_seen_at = Instant::now();
@@ -615,6 +618,7 @@ pub(crate) async fn watch_removal(core: Arc<Core>) {
             return;
         }
         tokio::select! {
+            r = membership.changed() => if r.is_err() { return },
             r = metrics.changed() => if r.is_err() { return },
             _ = stop.changed() => return,
             _ = tick.tick() => {

@@ -55,6 +55,10 @@ pub struct SmShared {
     pub applied_index: AtomicU64,
     /// Applied events, for watches.
     pub events: broadcast::Sender<AppliedEvents>,
+    /// Bumped after the applied membership changed (a membership entry
+    /// applied, or a snapshot installed): what watches the membership waits
+    /// on this rather than on every openraft metrics change.
+    membership_applied: tokio::sync::watch::Sender<u64>,
     /// Held for reading while a snapshot is encoded and written, and for writing by the
     /// two changes an encoding cannot run across: applying a compaction and
     /// installing a snapshot from the leader. A snapshot is encoded in steps
@@ -135,6 +139,7 @@ impl StateMachine {
                 applied: RwLock::new(applied),
                 applied_index: AtomicU64::new(applied_index),
                 events,
+                membership_applied: tokio::sync::watch::Sender::new(0),
                 snapshot_gate: Arc::new(tokio::sync::RwLock::new(())),
                 snap_dir,
                 snapshot_seq: AtomicU64::new(0),
@@ -286,6 +291,12 @@ fn sm_err(verb: ErrorVerb, e: impl std::error::Error) -> StorageError {
 }
 
 impl SmShared {
+    /// A receiver told each time the applied membership changes; read the
+    /// membership itself from [`SmShared::applied`].
+    pub fn membership_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.membership_applied.subscribe()
+    }
+
     /// The applied state as a snapshot file for download: the format of
     /// `current.snap`, zero padding to a multiple of [`EXPORT_BLOCK_BYTES`],
     /// then the SHA-256 of everything before it. Blocks on the store lock
@@ -466,6 +477,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         };
         let mut store = self.shared.store.write().expect("store lock poisoned");
         let mut applied = self.shared.applied.write().expect("applied lock");
+        let mut membership_changed = false;
         for entry in entries {
             // Invariant: entries are applied once each, in log order.
             assert!(
@@ -498,6 +510,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     applied.1 = StoredMembership::new(Some(entry.log_id), m);
+                    membership_changed = true;
                 }
             }
             applied.0 = Some(entry.log_id);
@@ -505,6 +518,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .applied_index
                 .store(entry.log_id.index, Ordering::Release);
             results.push(result);
+        }
+        drop((store, applied));
+        if membership_changed {
+            self.shared.membership_applied.send_modify(|n| *n += 1);
         }
         Ok(results)
     }
@@ -555,6 +572,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Ordering::Release,
             );
         }
+        self.shared.membership_applied.send_modify(|n| *n += 1);
         tracing::info!(
             index = meta.last_log_id.map(|l| l.index).unwrap_or(0),
             revision,
