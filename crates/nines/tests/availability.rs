@@ -554,20 +554,8 @@ async fn gateway_request_outcomes_match_what_clients_saw_during_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_s_gateway_reports_under_the_member_s_name() {
     // A static cluster (no registry service) counts under its own name.
-    let ports = nines_testkit::free_ports(2).expect("ports");
-    let (backend_port, gateway_port) = (ports[0], ports[1]);
-    let _backend = demo_backend(backend_port).expect("backend");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"shop\"\n\
-             bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"shop\"\n\n\
-             [[cluster]]\nname = \"shop\"\nbackends = [{{ addr = \"127.0.0.1:{backend_port}\" }}]\n"
-        ),
-    )
-    .expect("write config");
+    let shop = StaticShop::start();
+    let (config, gateway_port) = (shop.config.clone(), shop.gateway_port);
     let c = cluster(1, &["--gateway-config", config.to_str().expect("utf-8")]).await;
     let member = &c.members[0];
     let gateway = format!("127.0.0.1:{gateway_port}");
@@ -661,20 +649,8 @@ async fn a_gateway_sweep_ages_out_every_service_and_prunes_the_index() {
     }
 
     // A gateway sweeps at its first publish.
-    let ports = nines_testkit::free_ports(2).expect("ports");
-    let (backend_port, gateway_port) = (ports[0], ports[1]);
-    let _backend = demo_backend(backend_port).expect("backend");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"shop\"\n\
-             bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"shop\"\n\n\
-             [[cluster]]\nname = \"shop\"\nbackends = [{{ addr = \"127.0.0.1:{backend_port}\" }}]\n"
-        ),
-    )
-    .expect("write config");
+    let shop = StaticShop::start();
+    let (config, gateway_port) = (shop.config.clone(), shop.gateway_port);
     let gateway = format!("127.0.0.1:{gateway_port}");
     let _gateway = start_gateway(&c.endpoints().join(","), &config, &gateway).await;
 
@@ -692,4 +668,38 @@ async fn a_gateway_sweep_ages_out_every_service_and_prunes_the_index() {
         [format!("kept/h/{recent_hour:020}/far")],
         "only the bucket within its retention is left"
     );
+}
+
+/// A demo backend and a gateway config with one HTTP listener, `shop`, in
+/// front of it as a static cluster (no registry service), on free ports.
+struct StaticShop {
+    _backend: Guard,
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    gateway_port: u16,
+}
+
+impl StaticShop {
+    fn start() -> StaticShop {
+        let ports = nines_testkit::free_ports(2).expect("ports");
+        let (backend_port, gateway_port) = (ports[0], ports[1]);
+        let backend = demo_backend(backend_port).expect("backend");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nworker_threads = 1\n\n[[listener]]\nname = \"shop\"\n\
+                 bind = \"127.0.0.1:{gateway_port}\"\nprotocol = \"http\"\ncluster = \"shop\"\n\n\
+                 [[cluster]]\nname = \"shop\"\nbackends = [{{ addr = \"127.0.0.1:{backend_port}\" }}]\n"
+            ),
+        )
+        .expect("write config");
+        StaticShop {
+            _backend: backend,
+            _dir: dir,
+            config,
+            gateway_port,
+        }
+    }
 }
