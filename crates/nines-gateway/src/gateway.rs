@@ -472,7 +472,13 @@ impl Gateway {
                 serde_json::json!({ "name": cluster.name, "balance": cluster.balance(), "backends": backends })
             })
             .collect();
-        serde_json::json!({ "clusters": clusters })
+        let mut listeners: Vec<_> = state.listeners.iter().collect();
+        listeners.sort_by(|a, b| a.0.cmp(b.0));
+        let listeners: Vec<_> = listeners
+            .into_iter()
+            .map(|(name, running)| listener_json(name, running))
+            .collect();
+        serde_json::json!({ "clusters": clusters, "listeners": listeners })
     }
 
     /// Serves until SIGINT or SIGTERM (graceful shutdown); SIGHUP reloads.
@@ -494,6 +500,46 @@ impl Gateway {
         tracing::info!("shutting down: draining connections");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// The admin view of a listener: where it listens and where its requests
+/// go (an HTTP listener's routes in order, each with its requests and 5xx
+/// answers, then its default cluster; a TCP listener's cluster).
+fn listener_json(name: &str, running: &RunningListener) -> serde_json::Value {
+    let counts = |stats: &crate::metrics::RequestStats| serde_json::json!({ "requests": stats.requests(), "responses_5xx": stats.responses()[4] });
+    match &running.slot {
+        Slot::Http(slot) => {
+            let runtime = slot.load();
+            let mut routes: Vec<_> = runtime
+                .routes
+                .iter()
+                .map(|r| {
+                    let mut route = counts(&r.stats);
+                    route["route"] = r.label.clone().into();
+                    route["cluster"] = r.cluster.name.clone().into();
+                    route
+                })
+                .collect();
+            if let Some((cluster, stats)) = &runtime.default {
+                let mut route = counts(stats);
+                route["route"] = DEFAULT_ROUTE_LABEL.into();
+                route["cluster"] = cluster.name.clone().into();
+                routes.push(route);
+            }
+            serde_json::json!({
+                "name": name,
+                "protocol": "http",
+                "addr": running.local_addr.to_string(),
+                "routes": routes,
+            })
+        }
+        Slot::Tcp(slot) => serde_json::json!({
+            "name": name,
+            "protocol": "tcp",
+            "addr": running.local_addr.to_string(),
+            "cluster": slot.load().cluster.name,
+        }),
     }
 }
 

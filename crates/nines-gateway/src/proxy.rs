@@ -52,6 +52,8 @@ pub struct Route {
     pub cluster: Arc<Cluster>,
     /// The route's counters, fixed when the config is loaded.
     pub stats: Arc<RequestStats>,
+    /// How the admin view and the metrics name it ([`RouteConfig::label`]).
+    pub label: String,
 }
 
 impl Route {
@@ -78,6 +80,7 @@ impl Route {
                 .collect(),
             cluster,
             stats,
+            label: config.label(),
         }
     }
 

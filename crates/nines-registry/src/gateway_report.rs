@@ -37,8 +37,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use etcd_client::{DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use etcd_client::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+use etcd_client::{DeleteOptions, GetOptions, LeaseKeepAliveStream, LeaseKeeper, PutOptions};
 use nines_gateway::config::Protocol;
 use nines_gateway::Gateway;
 use serde_json::{json, Value};
@@ -51,7 +51,7 @@ use crate::request_buckets::{
 };
 use crate::store::{now_ms, prefix_end, Registry};
 
-/// Gateway status: `GATEWAYS NAME` = `{"name", "updated_ms", "clusters"}`.
+/// Gateway status: `GATEWAYS NAME` = `{"name", "updated_ms", "clusters", "listeners"}`.
 pub const GATEWAYS: &str = "/nines/gateways/";
 /// How often a gateway publishes.
 pub const PUBLISH_PERIOD: Duration = Duration::from_secs(1);
@@ -434,6 +434,10 @@ impl Reporter {
             Some(Value::Array(clusters)) => clusters,
             _ => Vec::new(),
         };
+        let listeners = snapshot
+            .get_mut("listeners")
+            .map(Value::take)
+            .unwrap_or_else(|| json!([]));
         let mut seen = HashSet::new();
         for entry in &mut clusters {
             let Some(name) = entry.get("name").and_then(Value::as_str).map(str::to_owned) else {
@@ -491,7 +495,7 @@ impl Reporter {
             }
         }
         self.deltas.bound(&seen);
-        json!({"name": self.name, "updated_ms": now, "clusters": clusters})
+        json!({"name": self.name, "updated_ms": now, "clusters": clusters, "listeners": listeners})
     }
 
     /// The status lease, renewed (or granted anew).

@@ -225,8 +225,10 @@ function drawAvailability(res) {
 }
 
 // Gateways from /v1/gateways: `{"gateways": [{"name", "updated_ms",
-// "clusters": [{"name", "balance", "backends": [...]}]}]}`, each as the
-// gateway last published it. Requests per second are computed here: the
+// "clusters": [{"name", "balance", "backends": [...]}], "listeners":
+// [{"name", "protocol", "addr", "routes": [{"route", "cluster",
+// "requests", "responses_5xx"}] or "cluster"}]}]}`, each as the gateway last
+// published it. Requests per second are computed here: the
 // difference of a backend's request counter between two reports, over the
 // time between them (the reports' own `updated_ms`, so a report seen twice
 // keeps its rate instead of dropping to zero).
@@ -316,6 +318,32 @@ function drawGatewayCluster(gateway, c, at, seen) {
   return div;
 }
 
+// One line per listener: where it listens and where its requests go, the
+// routes in the order they are tried, each with its request rate.
+function drawListeners(gateway, listeners, at, seen) {
+  const div = el("div", null, "listeners");
+  for (const l of listeners) {
+    const line = el("div", null, "listener");
+    line.dataset.name = l.name;
+    line.appendChild(el("span", l.name + " " + l.protocol + " " + l.addr + ": ", "listener-name"));
+    const routes = Array.isArray(l.routes) ? l.routes : [{ route: "*", cluster: l.cluster }];
+    routes.forEach((r, i) => {
+      let text = r.route + " → " + r.cluster;
+      if (typeof r.requests === "number") {
+        const key = "route:" + gateway + "/" + l.name + "/" + r.route;
+        seen.add(key);
+        text += " (" + perSecond(rateOf(key, r.requests, at)) + " req/s)";
+      }
+      const span = el("span", text, "route");
+      span.dataset.route = r.route;
+      line.appendChild(span);
+      if (i + 1 < routes.length) line.appendChild(el("span", "  ·  ", "muted"));
+    });
+    div.appendChild(line);
+  }
+  return div;
+}
+
 function drawGateways(res) {
   const box = document.getElementById("gateways");
   const note = (text) => { box.className = "muted"; box.replaceChildren(el("span", text)); };
@@ -335,6 +363,7 @@ function drawGateways(res) {
     }
     div.appendChild(head);
     const at = g.updated_ms || Date.now();
+    if (Array.isArray(g.listeners) && g.listeners.length) div.appendChild(drawListeners(g.name, g.listeners, at, seen));
     for (const c of (Array.isArray(g.clusters) ? g.clusters : [])) div.appendChild(drawGatewayCluster(g.name, c, at, seen));
     return div;
   });

@@ -4,8 +4,8 @@
 //! member by name, a registered service in the services and availability
 //! panels, the playground's demo service with each of its backends, the
 //! gateway panel (the demo cluster's backends up, with a request rate while
-//! the test sends traffic through the demo URL, and those requests counted
-//! in the availability panel) and the backups panel (empty, then the chain
+//! the test sends traffic through the demo URL, the demo listener's route
+//! with its rate, and those requests counted in the availability panel) and the backups panel (empty, then the chain
 //! and last run of a full and an incremental taken with `nines backup
 //! create`); a demo backend is killed with `kill -9` and the page must show
 //! it critical and out of the gateway's rotation; then the leader is killed
@@ -540,6 +540,19 @@ async fn check_demo_gateway_and_backups(b: &Browser, playground: &Playground) {
     )
     .await
     .expect("the gateway panel shows the demo cluster's p99");
+    // The demo listener's line names its route and cluster, with a rate.
+    wait_text(
+        b,
+        "#gateways .gateway[data-name='playground'] .listener[data-name='demo']",
+        Duration::from_secs(10),
+        |t| {
+            t.contains("path_prefix=/ \u{2192} demo (")
+                && !t.contains("(\u{2013} req/s)")
+                && !t.contains("(0.0 req/s)")
+        },
+    )
+    .await
+    .expect("the gateway panel shows the demo listener's route with its request rate");
     // The gateway's request outcomes reach the availability panel.
     wait_text(
         b,

@@ -125,6 +125,50 @@ cluster = "default"
             .trim(),
         "default"
     );
+    // The admin view lists each listener's routes in order, then its
+    // default, with the requests each one took.
+    let view = gateway.backends_json().await;
+    let routes = |listener: &str| -> Vec<(String, String, u64)> {
+        let listeners = view["listeners"].as_array().expect("listeners");
+        let entry = listeners
+            .iter()
+            .find(|l| l["name"] == listener)
+            .expect("listener shown");
+        assert_eq!(entry["protocol"], "http");
+        entry["routes"]
+            .as_array()
+            .expect("routes")
+            .iter()
+            .map(|r| {
+                (
+                    r["route"].as_str().expect("label").to_owned(),
+                    r["cluster"].as_str().expect("cluster").to_owned(),
+                    r["requests"].as_u64().expect("requests"),
+                )
+            })
+            .collect()
+    };
+    let expected = |rows: &[(&str, &str, u64)]| -> Vec<(String, String, u64)> {
+        rows.iter()
+            .map(|(r, c, n)| (r.to_string(), c.to_string(), *n))
+            .collect()
+    };
+    assert_eq!(
+        routes("web"),
+        expected(&[
+            ("path=/exact", "exact", 1),
+            ("host=api.example", "host", 1),
+            ("path_prefix=/api/", "prefix", 1),
+            ("header:x-canary=1", "canary", 1),
+            ("method=DELETE", "method", 1),
+            ("(default)", "default", 2),
+        ])
+    );
+    assert_eq!(
+        routes("strict"),
+        expected(&[("path_prefix=/only/", "default", 1)]),
+        "no default route without a listener cluster"
+    );
     gateway.shutdown().await;
     Ok(())
 }
