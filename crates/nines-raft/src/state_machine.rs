@@ -32,6 +32,11 @@ pub const EVENTS_CHANNEL_MAX: usize = 4096;
 /// applying waits at most for one step (well under a millisecond).
 pub const SNAPSHOT_STEP_BYTES: usize = 256 * 1024;
 
+/// Free capacity the snapshot buffer has before each step: a step writes
+/// its 256 KiB of values plus framing, or one key's history whole, so in
+/// all but that rare case it never grows the buffer while the lock is held.
+pub const SNAPSHOT_SPARE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Bytes of a snapshot file written between two flushes to disk.
 pub const SNAPSHOT_SYNC_BYTES: usize = 4 * 1024 * 1024;
 
@@ -360,6 +365,13 @@ impl SmShared {
         };
         loop {
             let step = std::time::Instant::now();
+            // Grow the output here, outside the lock: a step that outgrew it
+            // would copy everything encoded so far (a hundred megabytes and
+            // more) while applying waits for the lock.
+            let out = writer.get_mut();
+            if out.capacity() - out.len() < SNAPSHOT_SPARE_BYTES {
+                out.reserve(out.len().max(SNAPSHOT_SPARE_BYTES));
+            }
             let store = self.store.read().expect("store lock poisoned");
             if writer
                 .write_keys(&store, SNAPSHOT_STEP_BYTES)

@@ -268,6 +268,13 @@ impl<W: Write> SnapshotWriter<W> {
         self.revision
     }
 
+    /// The output written to so far (not counting up to a few KiB still
+    /// buffered here): for a caller that wants to prepare it between steps,
+    /// such as growing a `Vec`'s capacity outside a lock.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.out.out.get_mut()
+    }
+
     /// Writes the histories, up to the snapshot's revision, of the keys
     /// after the last one written, until about `budget` bytes of values
     /// are written or no key is left. `store` is the store the snapshot was
