@@ -26,6 +26,21 @@ pub struct Member {
     join: Option<String>,
 }
 
+impl Member {
+    /// A member not started yet, named `name`, listening on loopback on
+    /// `ports` (client, peer, HTTP).
+    fn new(name: String, ports: &[u16]) -> Member {
+        Member {
+            name,
+            client: format!("127.0.0.1:{}", ports[0]),
+            peer: format!("127.0.0.1:{}", ports[1]),
+            http: format!("127.0.0.1:{}", ports[2]),
+            child: None,
+            join: None,
+        }
+    }
+}
+
 /// A cluster of member processes, stopped and cleaned up on drop.
 pub struct Cluster {
     exe: PathBuf,
@@ -67,15 +82,10 @@ impl Cluster {
     pub fn start(exe: &Path, n: usize, extra: &[&str]) -> anyhow::Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let ports = free_ports(n * 3)?;
-        let members: Vec<Member> = (0..n)
-            .map(|i| Member {
-                name: format!("n{}", i + 1),
-                client: format!("127.0.0.1:{}", ports[3 * i]),
-                peer: format!("127.0.0.1:{}", ports[3 * i + 1]),
-                http: format!("127.0.0.1:{}", ports[3 * i + 2]),
-                child: None,
-                join: None,
-            })
+        let members: Vec<Member> = ports
+            .chunks(3)
+            .enumerate()
+            .map(|(i, ports)| Member::new(format!("n{}", i + 1), ports))
             .collect();
         let initial = initial_cluster(&members);
         let mut c = Cluster {
@@ -101,10 +111,8 @@ impl Cluster {
                 c.kill(i);
             }
             let ports = free_ports(n * 3)?;
-            for (i, m) in c.members.iter_mut().enumerate() {
-                m.client = format!("127.0.0.1:{}", ports[3 * i]);
-                m.peer = format!("127.0.0.1:{}", ports[3 * i + 1]);
-                m.http = format!("127.0.0.1:{}", ports[3 * i + 2]);
+            for (m, ports) in c.members.iter_mut().zip(ports.chunks(3)) {
+                *m = Member::new(std::mem::take(&mut m.name), ports);
             }
             c.initial = initial_cluster(&c.members);
             for i in 0..n {
@@ -233,14 +241,7 @@ impl Cluster {
     /// (`member add`), then start it with [`Cluster::start_joining`].
     pub fn reserve_member(&mut self, name: &str) -> anyhow::Result<usize> {
         let ports = free_ports(3)?;
-        self.members.push(Member {
-            name: name.to_string(),
-            client: format!("127.0.0.1:{}", ports[0]),
-            peer: format!("127.0.0.1:{}", ports[1]),
-            http: format!("127.0.0.1:{}", ports[2]),
-            child: None,
-            join: None,
-        });
+        self.members.push(Member::new(name.to_string(), &ports));
         Ok(self.members.len() - 1)
     }
 
