@@ -670,26 +670,19 @@ mod tests {
             let compact = nines_store::Command::Compact { revision };
             let mut apply = Box::pin(sm.apply(vec![entry(2, vec![compact])]));
             assert!(apply.as_mut().poll(&mut cx).is_pending());
-            assert_eq!(
+            let compacted = || {
                 shared
                     .store
                     .read()
                     .expect("store readable")
-                    .compact_revision(),
-                0
-            );
+                    .compact_revision()
+            };
+            assert_eq!(compacted(), 0);
             assert_eq!(shared.applied_index.load(Ordering::Acquire), 1);
             drop(encoding);
             apply.await.expect("applied");
             assert_eq!(shared.applied_index.load(Ordering::Acquire), 2);
-            assert_eq!(
-                shared
-                    .store
-                    .read()
-                    .expect("store readable")
-                    .compact_revision(),
-                revision
-            );
+            assert_eq!(compacted(), revision);
         });
     }
 

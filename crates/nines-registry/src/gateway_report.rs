@@ -26,8 +26,8 @@
 //! period is one transaction: the status, the changed buckets and the first
 //! sighting of a service. Every ten minutes a sweep deletes the buckets past
 //! their retention of every service in the index of services with traffic,
-//! and drops from that index the services with no bucket left. This module only reads the gateway; it never changes its
-//! state.
+//! and drops from that index the services with no bucket left. This module
+//! only reads the gateway; it never changes its state.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
